@@ -1,0 +1,58 @@
+# etfuse: every target sets itself up on a fresh machine (creates .venv, installs, then runs).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip
+PYTEST_ARGS ?=
+
+# Telemetry off: onnxruntime, MLflow and Prefect otherwise reach for hosts this machine cannot see.
+export ORT_DISABLE_TELEMETRY := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: help install demo test test-fast test-slow lock clean
+
+help:
+	@echo "make demo       set up .venv and run the demo on embedded defaults"
+	@echo "make test       set up .venv and run the whole test suite (what CI runs)"
+	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make lock       re-resolve requirements/constraints.txt from pyproject.toml"
+	@echo "make clean      remove .venv and runtime state under var/"
+
+install: $(STAMP)
+
+# torch first, pinned: an unpinned dependency on torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c requirements/constraints.txt -e '.[cpu,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/etfuse demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/python -m pip install -q --upgrade pip
+	.lockvenv/bin/python -m pip install -q torch==2.13.0
+	.lockvenv/bin/python -m pip install -q -e '.[cpu,dev]'
+	{ echo "# Exact versions resolved $$(date -u +%F) (Python 3.11, linux x86_64); used as pip constraints by the Makefile."; \
+	  echo "# Regenerate with: make lock.  torch is installed separately (torch==2.13.0, CPU build)."; \
+	  .lockvenv/bin/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > requirements/constraints.txt
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) var
