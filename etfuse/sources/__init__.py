@@ -4,8 +4,9 @@ A reader turns provider files into daily harmonised data (etfuse.cf vocabulary, 
 
 * gridded sources -> ``xr.Dataset`` with dims ``(time, lat, lon)``, latitude descending, the
   source's native grid clipped to the region plus a margin;
-* station sources -> ``xr.Dataset`` with dims ``(station, time)`` (CF ``timeSeries``) with
-  ``station_id``, ``lat``, ``lon``, ``elevation_m`` per station and ``et`` [kg m-2].
+* station sources -> ``xr.Dataset`` in long form (CF ``featureType=point``), one row per
+  station-day along ``obs``: ``station_id``, ``time``, ``lat``, ``lon`` (coordinates),
+  ``elevation_m`` and ``et`` [kg m-2] (data variables; missing station-days kept as NaN).
 
 Names are resolved only here (``get_reader``); each module registers itself on import.
 """

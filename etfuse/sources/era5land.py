@@ -77,7 +77,7 @@ def _kind(path: Path) -> str:
         return "netcdf3"
     if head[:8] == b"\x89HDF\r\n\x1a\n":
         return "netcdf4"
-    if head[:4] == b"PK\x03\x04":
+    if head[:2] == b"PK" and zipfile.is_zipfile(path):
         return "zip"
     raise SourceFormatError(path, "unrecognised file format", expected="NetCDF3, NetCDF4/HDF5, GRIB or a ZIP of those",
                             found=f"first bytes {head!r}" if head else "an empty file")

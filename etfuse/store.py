@@ -1,0 +1,356 @@
+"""The harmonised store: per-source daily data on native grids, appendable by day, idempotent.
+
+Layout under ``$ETFUSE_HOME/harmonised``::
+
+    ledger.sqlite                          what arrived when, from which file, every revision
+    grids/<source>/<YYYY>/<source>_<YYYY-MM-DD>.nc   the current version of a day (one file per day)
+    grids/<source>/revisions/<source>_<YYYY-MM-DD>.r<N>.nc   superseded versions, never deleted
+
+Station observations live in the ledger (table ``station_obs``, one row per source, station and
+day; superseded rows in ``station_obs_history``).
+
+Rules:
+* A day file is written to a temporary name and renamed, so a reader sees the old or the new
+  version, never half of one.  The files are the truth: idempotency compares content hashes read
+  from the stored file, so a crash between the rename and the ledger update cannot make a day
+  look unchanged when it is not (the next put repeats the ledger entry).
+* The same content twice stores once (``unchanged``).  New variables for a stored day (e.g. the
+  00 UTC ERA5-Land step arriving in the next month's file) extend it (``extended``).  Different
+  content for a stored variable is a ``revised`` day: the old file is kept under revisions/ and the
+  ledger records time, file name and file hash of both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from etfuse.cf import annotate
+from etfuse.errors import StoreError
+
+Action = Literal["new", "extended", "revised", "unchanged"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS grid_versions (
+    source TEXT NOT NULL, day TEXT NOT NULL, variable TEXT NOT NULL, revision INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, stream TEXT, action TEXT NOT NULL,
+    file_name TEXT, file_sha256 TEXT, stored_at TEXT NOT NULL,
+    PRIMARY KEY (source, day, variable, revision));
+CREATE TABLE IF NOT EXISTS station_obs (
+    source TEXT NOT NULL, station_id TEXT NOT NULL, day TEXT NOT NULL,
+    et_mm REAL, lat REAL NOT NULL, lon REAL NOT NULL, elevation_m REAL, extras TEXT,
+    sha256 TEXT NOT NULL, revision INTEGER NOT NULL, file_name TEXT, file_sha256 TEXT, stored_at TEXT NOT NULL,
+    PRIMARY KEY (source, station_id, day));
+CREATE TABLE IF NOT EXISTS station_obs_history (
+    source TEXT NOT NULL, station_id TEXT NOT NULL, day TEXT NOT NULL,
+    et_mm REAL, lat REAL, lon REAL, elevation_m REAL, extras TEXT,
+    sha256 TEXT NOT NULL, revision INTEGER NOT NULL, file_name TEXT, file_sha256 TEXT, stored_at TEXT NOT NULL,
+    superseded_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS station_obs_day ON station_obs (source, day);
+"""
+
+
+@dataclass
+class DayChange:
+    """What one put did to one day of one source."""
+
+    source: str
+    day: pd.Timestamp
+    action: Action
+    variables: list[str] = field(default_factory=list)
+    #: variables (grids) or station ids (stations) whose stored content changed
+    changed: list[str] = field(default_factory=list)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def content_sha256(values: np.ndarray, lat: np.ndarray | None = None, lon: np.ndarray | None = None) -> str:
+    """Hash of a float field and its grid; NaNs hash alike whatever their bit pattern."""
+    h = hashlib.sha256()
+    arr = np.ascontiguousarray(values, dtype=np.float32)
+    arr = np.where(np.isnan(arr), np.float32(np.nan), arr)
+    h.update(str(arr.shape).encode())
+    h.update(arr.tobytes())
+    for axis in (lat, lon):
+        if axis is not None:
+            h.update(np.ascontiguousarray(np.round(axis, 6), dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+class HarmonisedStore:
+    """Per-source daily harmonised data; see the module docstring for layout and rules."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ ledger
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.root / "ledger.sqlite", timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # ------------------------------------------------------------------ grids
+    def day_path(self, source: str, day: pd.Timestamp) -> Path:
+        day = pd.Timestamp(day)
+        return self.root / "grids" / source / f"{day:%Y}" / f"{source}_{day:%Y-%m-%d}.nc"
+
+    def put_grid(self, source: str, ds: xr.Dataset, *, file_name: str | None = None,
+                 file_sha256: str | None = None) -> list[DayChange]:
+        """Store every day of a reader's gridded output; returns what happened to each day."""
+        if "time" not in ds.dims:
+            raise StoreError(f"{source}: expected a dataset with a 'time' dimension, found dims {dict(ds.sizes)}")
+        changes = []
+        for k in range(ds.sizes["time"]):
+            changes.append(self._put_grid_day(source, ds.isel(time=[k]), file_name, file_sha256))
+        return changes
+
+    @staticmethod
+    def _variables_present(day_ds: xr.Dataset) -> list[str]:
+        present = []
+        for name in day_ds.data_vars:
+            flag = f"has_{name}"
+            if flag in day_ds.coords:
+                if bool(day_ds[flag].values[0]):
+                    present.append(str(name))
+            elif np.isfinite(day_ds[name].values).any():
+                present.append(str(name))
+        return present
+
+    def _put_grid_day(self, source: str, day_ds: xr.Dataset, file_name: str | None,
+                      file_sha256: str | None) -> DayChange:
+        day = pd.Timestamp(day_ds["time"].values[0])
+        variables = self._variables_present(day_ds)
+        if not variables:
+            return DayChange(source, day, "unchanged")
+        lat, lon = day_ds["lat"].values, day_ds["lon"].values
+        per_day_attrs = {str(c): str(day_ds[c].values[0]) for c in day_ds.coords
+                         if day_ds[c].dims == ("time",) and not str(c).startswith("has_") and c != "time"}
+        incoming = {v: content_sha256(day_ds[v].values, lat, lon) for v in variables}
+        path = self.day_path(source, day)
+        stored = self._read_day_file(path) if path.exists() else None
+        if stored is not None:
+            stored_sha = {str(v): stored[v].attrs.get("sha256") for v in stored.data_vars}
+            same_grid = (stored.sizes["lat"] == lat.size and stored.sizes["lon"] == lon.size
+                         and np.allclose(stored["lat"].values, lat) and np.allclose(stored["lon"].values, lon))
+        else:
+            stored_sha, same_grid = {}, True
+        changed = [v for v in variables if stored_sha.get(v) != incoming[v]]
+        if not changed:
+            return DayChange(source, day, "unchanged", variables)
+        revised = [v for v in changed if v in stored_sha]
+        if not same_grid and set(stored_sha) - set(variables):
+            raise StoreError(
+                f"{source} {day:%Y-%m-%d}: the grid changed (stored {stored.sizes['lat']}x{stored.sizes['lon']}, "
+                f"incoming {lat.size}x{lon.size}) but the delivery does not replace every stored variable "
+                f"({sorted(stored_sha)}); deliver all variables on the new grid")
+        merged = xr.Dataset(coords={"time": [day], "lat": lat, "lon": lon})
+        if stored is not None and same_grid:
+            for v in stored.data_vars:
+                if v not in variables:
+                    merged[v] = stored[v].load()
+        for v in variables:
+            da = day_ds[v].astype(np.float32).load()
+            da.attrs = {**da.attrs, **per_day_attrs, "sha256": incoming[v],
+                        "source_file": file_name or "", "source_file_sha256": file_sha256 or ""}
+            merged[v] = da.drop_vars([c for c in da.coords if c not in ("time", "lat", "lon")])
+        merged = annotate(merged, source=source, title=f"etfuse harmonised {source} {day:%Y-%m-%d}")
+        revision = self._revision(source, day) + 1 if stored is not None else 0
+        if stored is not None and revised:
+            keep = path.parent.parent / "revisions" / f"{path.stem}.r{revision - 1}.nc"
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            if not keep.exists():
+                os.link(path, keep)
+        self._write_atomic(merged, path)
+        stream = per_day_attrs.get("era5_stream")
+        action: Action = "revised" if revised else ("extended" if stored is not None else "new")
+        with self._db() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO grid_versions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(source, f"{day:%Y-%m-%d}", v, revision, incoming[v], stream,
+                  "revised" if v in revised else ("new" if v not in stored_sha else "extended"),
+                  file_name, file_sha256, _now()) for v in changed])
+        return DayChange(source, day, action, variables, changed)
+
+    def _revision(self, source: str, day: pd.Timestamp) -> int:
+        with self._db() as db:
+            row = db.execute("SELECT MAX(revision) FROM grid_versions WHERE source=? AND day=?",
+                             (source, f"{day:%Y-%m-%d}")).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    @staticmethod
+    def _read_day_file(path: Path) -> xr.Dataset:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            return ds.load()
+
+    @staticmethod
+    def _write_atomic(ds: xr.Dataset, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        encoding = {v: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)} for v in ds.data_vars}
+        encoding["time"] = {"units": "days since 1970-01-01", "dtype": "int32"}
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def grid_days(self, source: str) -> list[pd.Timestamp]:
+        """Days stored for a gridded source, from the files themselves."""
+        folder = self.root / "grids" / source
+        days = [pd.Timestamp(p.stem.split("_", 1)[1]) for p in folder.glob(f"*/{source}_*.nc")]
+        return sorted(days)
+
+    def open_grid(self, source: str, start: str | pd.Timestamp | None = None,
+                  end: str | pd.Timestamp | None = None, variables: Sequence[str] | None = None) -> xr.Dataset:
+        """Lazily open the stored days of a source in [start, end] as one dataset (dask-backed)."""
+        days = [d for d in self.grid_days(source)
+                if (start is None or d >= pd.Timestamp(start)) and (end is None or d <= pd.Timestamp(end))]
+        if not days:
+            raise StoreError(f"{source}: no stored days between {start or 'the beginning'} and {end or 'the end'} "
+                             f"in {self.root / 'grids' / source}")
+        files = [self.day_path(source, d) for d in days]
+        ds = xr.open_mfdataset(files, engine="netcdf4", combine="nested", concat_dim="time",
+                               data_vars="all", coords="minimal", compat="override", join="exact",
+                               parallel=False, chunks={})
+        if variables is not None:
+            missing = [v for v in variables if v not in ds.data_vars]
+            if missing:
+                raise StoreError(f"{source}: variables {missing} are not stored; stored: {sorted(map(str, ds.data_vars))}")
+            ds = ds[list(variables)]
+        return ds
+
+    def read_grid_day(self, source: str, day: str | pd.Timestamp) -> xr.Dataset | None:
+        path = self.day_path(source, pd.Timestamp(day))
+        return self._read_day_file(path) if path.exists() else None
+
+    # ------------------------------------------------------------------ stations
+    def put_stations(self, source: str, ds: xr.Dataset, *, file_name: str | None = None,
+                     file_sha256: str | None = None) -> list[DayChange]:
+        """Store a station reader's long-form output (dim ``obs``); one change per day touched."""
+        frame = ds.to_dataframe().reset_index(drop=True)
+        required = {"station_id", "time", "lat", "lon", "et"}
+        if not required <= set(frame.columns):
+            raise StoreError(f"{source}: station data needs columns {sorted(required)}, found {sorted(frame.columns)}")
+        extra_cols = [c for c in frame.columns if c not in required | {"elevation_m", "obs"}]
+        now = _now()
+        changes: dict[pd.Timestamp, DayChange] = {}
+        with self._db() as db:
+            existing = {}
+            days = sorted({f"{pd.Timestamp(t):%Y-%m-%d}" for t in frame["time"]})
+            for chunk in range(0, len(days), 500):
+                part = days[chunk:chunk + 500]
+                rows = db.execute(
+                    f"SELECT station_id, day, sha256, revision FROM station_obs WHERE source=? AND day IN "
+                    f"({','.join('?' * len(part))})", (source, *part)).fetchall()
+                existing.update({(r[0], r[1]): (r[2], r[3]) for r in rows})
+            for row in frame.itertuples(index=False):
+                rec = row._asdict()
+                day = pd.Timestamp(rec["time"]).normalize()
+                sid = str(rec["station_id"])
+                et = None if pd.isna(rec["et"]) else float(rec["et"])
+                elev = rec.get("elevation_m")
+                elev = None if elev is None or pd.isna(elev) else float(elev)
+                extras = json.dumps({c: (None if pd.isna(rec[c]) else (rec[c].item() if hasattr(rec[c], "item") else rec[c]))
+                                     for c in extra_cols}, sort_keys=True, default=str)
+                payload = json.dumps([et, round(float(rec["lat"]), 6), round(float(rec["lon"]), 6), elev, extras])
+                sha = hashlib.sha256(payload.encode()).hexdigest()
+                key = (sid, f"{day:%Y-%m-%d}")
+                change = changes.setdefault(day, DayChange(source, day, "unchanged"))
+                change.variables.append(sid)
+                if key in existing and existing[key][0] == sha:
+                    continue
+                if key in existing:
+                    db.execute("INSERT INTO station_obs_history SELECT source, station_id, day, et_mm, lat, lon, "
+                               "elevation_m, extras, sha256, revision, file_name, file_sha256, stored_at, ? "
+                               "FROM station_obs WHERE source=? AND station_id=? AND day=?", (now, source, *key))
+                    revision, action = existing[key][1] + 1, "revised"
+                else:
+                    revision, action = 0, "new"
+                db.execute("INSERT OR REPLACE INTO station_obs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           (source, sid, key[1], et, float(rec["lat"]), float(rec["lon"]), elev, extras,
+                            sha, revision, file_name, file_sha256, now))
+                existing[key] = (sha, revision)
+                change.changed.append(sid)
+                rank = {"unchanged": 0, "new": 1, "extended": 2, "revised": 3}
+                if rank[action] > rank[change.action]:
+                    change.action = action
+        return [changes[d] for d in sorted(changes)]
+
+    def read_stations(self, sources: Sequence[str] | str | None = None, start=None, end=None,
+                      *, with_missing: bool = False) -> pd.DataFrame:
+        """Station observations as ``source,station_id,date,lat,lon,elevation_m,et_mm`` (+ extras)."""
+        if isinstance(sources, str):
+            sources = [sources]
+        query = "SELECT source, station_id, day, lat, lon, elevation_m, et_mm, extras, revision FROM station_obs WHERE 1=1"
+        args: list = []
+        if sources:
+            query += f" AND source IN ({','.join('?' * len(sources))})"
+            args += list(sources)
+        if start is not None:
+            query += " AND day >= ?"
+            args.append(f"{pd.Timestamp(start):%Y-%m-%d}")
+        if end is not None:
+            query += " AND day <= ?"
+            args.append(f"{pd.Timestamp(end):%Y-%m-%d}")
+        if not with_missing:
+            query += " AND et_mm IS NOT NULL"
+        with self._db() as db:
+            frame = pd.read_sql_query(query + " ORDER BY source, station_id, day", db, params=args)
+        frame["date"] = pd.to_datetime(frame.pop("day"))
+        return frame[["source", "station_id", "date", "lat", "lon", "elevation_m", "et_mm", "extras", "revision"]]
+
+    # ------------------------------------------------------------------ history and summary
+    def revisions(self, source: str | None = None) -> pd.DataFrame:
+        """Every revised grid variable and station row, with both versions' files and times."""
+        with self._db() as db:
+            grid = pd.read_sql_query(
+                "SELECT source, day, variable AS item, revision, stream, file_name, file_sha256, stored_at "
+                "FROM grid_versions WHERE action='revised'" + (" AND source=?" if source else ""),
+                db, params=[source] if source else [])
+            stations = pd.read_sql_query(
+                "SELECT source, day, station_id AS item, revision, NULL AS stream, file_name, file_sha256, stored_at "
+                "FROM station_obs WHERE revision > 0" + (" AND source=?" if source else ""),
+                db, params=[source] if source else [])
+        return pd.concat([grid, stations], ignore_index=True).sort_values(["source", "day", "item"]).reset_index(drop=True)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per source: kind, first and last day, number of days (and stations)."""
+        rows = []
+        grids = self.root / "grids"
+        for folder in sorted(p for p in grids.iterdir() if p.is_dir()) if grids.exists() else []:
+            days = self.grid_days(folder.name)
+            if days:
+                rows.append({"source": folder.name, "kind": "grid", "first_day": days[0].date(),
+                             "last_day": days[-1].date(), "days": len(days), "stations": None})
+        with self._db() as db:
+            for source, first, last, n_days, n_st, n_obs in db.execute(
+                    "SELECT source, MIN(day), MAX(day), COUNT(DISTINCT day), COUNT(DISTINCT station_id), "
+                    "COUNT(et_mm) FROM station_obs GROUP BY source"):
+                rows.append({"source": source, "kind": "stations", "first_day": pd.Timestamp(first).date(),
+                             "last_day": pd.Timestamp(last).date(), "days": n_days, "stations": n_st,
+                             "observations": n_obs})
+        return pd.DataFrame(rows)

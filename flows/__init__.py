@@ -1,0 +1,1 @@
+"""Orchestration: the ``etfuse`` CLI and (later) the Prefect flows.  Only calls into the layers below."""

@@ -1,0 +1,146 @@
+"""The ``etfuse`` command line: one entry point, thin commands over the core and the flows.
+
+Exit codes: 0 success; 1 unexpected internal error; 2 bad usage or configuration; 3 an input file
+was rejected (format, units, coverage); 4 the harmonised store refused an operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from etfuse.errors import EtfuseError, SourceFormatError, StoreError
+
+TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+app = typer.Typer(
+    name="etfuse", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Daily evapotranspiration for Qinghai: read provider files, harmonise them, generate synthetic "
+         "worlds, and (in later steps) ingest, train, serve.  Configuration: --config FILE or ETFUSE_CONFIG, "
+         "overridden by ETFUSE_* environment variables (ETFUSE_HOME is the runtime root, default ./var).")
+
+_state: dict = {"config": None, "debug": False}
+
+
+@app.callback()
+def _global(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML settings file.")] = None,
+            debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False) -> None:
+    _state["config"] = config
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def settings(**overrides):
+    from etfuse.settings import load_settings
+    return load_settings(_state["config"], **overrides)
+
+
+def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected W,S,E,N in degrees (e.g. 100.5,35.5,102.5,37.5), got {text!r}")
+    if not (w < e and s < n):
+        raise typer.BadParameter(f"expected west < east and south < north, got {text!r}")
+    return (w, s, e, n)
+
+
+# ----------------------------------------------------------------------------- commands
+@app.command()
+def harmonise(
+    files: Annotated[list[Path], typer.Argument(help="Provider files to read.", exists=True, dir_okay=False)],
+    source: Annotated[str, typer.Option("--source", "-s", help="era5land | gleam | cma | stations | fluxnet | modis")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output: NetCDF for gridded sources, CSV for stations.")],
+    bbox: Annotated[Optional[str], typer.Option(help="Clip to W,S,E,N [degrees] instead of the region plus margin.")] = None,
+) -> None:
+    """Read provider files and write the harmonised daily result, for inspection.
+
+    Gridded sources give a NetCDF with the variables present among et [kg m-2], net_radiation
+    [MJ m-2], skt and lst [K] on the source's native grid; station sources give a CSV with columns
+    station_id,date,lat,lon,elevation_m,et_mm.
+    """
+    from etfuse.harmonise import harmonise_to_file
+    result = harmonise_to_file(source, files, out, settings=settings(), bbox=_parse_bbox(bbox))
+    typer.echo(result)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write landing/, truth/ and manifest.json into.")],
+    region: Annotated[str, typer.Option(help="Named region: test (2x2 deg around Xining) or qinghai.")] = "test",
+    bbox: Annotated[Optional[str], typer.Option(help="W,S,E,N [degrees]; replaces the named region's bounds.")] = None,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2021-01-01",
+    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD.")] = "2021-12-31",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 0,
+    resolution: Annotated[Optional[float], typer.Option(help="Truth grid cell [degrees]; default the region's.")] = None,
+    gleam_lag_days: Annotated[int, typer.Option(help="GLEAM files stop this many days before --end.")] = 0,
+) -> None:
+    """Generate a synthetic world in the providers' real file formats, plus its truth."""
+    from rich.progress import Progress
+
+    from etfuse.settings import named_regions
+    from etfuse.synth.world import WorldSpec, generate
+
+    regions = named_regions()
+    if region not in regions:
+        raise typer.BadParameter(f"unknown region {region!r}; expected one of {sorted(regions)}", param_hint="--region")
+    r = regions[region]
+    box = _parse_bbox(bbox) or (r["lon_min"], r["lat_min"], r["lon_max"], r["lat_max"])
+    spec = WorldSpec(bbox=box, start=start, end=end, seed=seed, resolution_deg=resolution or r["resolution_deg"],
+                     gleam_lag_days=gleam_lag_days)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("generating days", total=None)
+        manifest = generate(out, spec, progress=lambda k, n: progress.update(task, completed=k, total=n))
+    counts = ", ".join(f"{k}: {len(v)}" for k, v in manifest["files"].items())
+    typer.echo(f"synthetic world {start}..{end} over {box} written to {out} ({counts}; "
+               f"{len(manifest['stations'])} CMA stations)")
+
+
+@app.command()
+def demo(
+    home: Annotated[Optional[Path], typer.Option(help="Runtime root for the demo; default $ETFUSE_HOME or ./var.")] = None,
+    days: Annotated[int, typer.Option(help="Length of the synthetic period [days].")] = 120,
+) -> None:
+    """The demo on embedded defaults: a small synthetic world, harmonised into the store, summarised."""
+    from flows.demo import run_demo
+    overrides = {"home": home} if home else {}
+    run_demo(settings(region="test", **overrides), days=days, echo=typer.echo)
+
+
+def main() -> None:
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    try:
+        app()
+    except SystemExit:
+        raise
+    except SourceFormatError as exc:
+        _fail(exc, 3)
+    except StoreError as exc:
+        _fail(exc, 4)
+    except (EtfuseError, FileNotFoundError, ValueError) as exc:
+        _fail(exc, 2)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence prints, --debug shows the traceback
+        _fail(exc, 1)
+
+
+def _fail(exc: BaseException, code: int) -> None:
+    if _state["debug"]:
+        raise exc
+    typer.echo(f"error: {exc}", err=True)
+    if code == 1:
+        typer.echo("(an unexpected error; rerun with --debug for the traceback)", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""GCN-GRU training, evaluation, ONNX export and the model registry (built on etfuse core)."""
