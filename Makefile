@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
-PYTEST_ARGS ?=
+# two workers: this machine has two cores
+PYTEST_ARGS ?= -n 2
 
 # Telemetry off: onnxruntime, MLflow and Prefect otherwise reach for hosts this machine cannot see.
 export ORT_DISABLE_TELEMETRY := 1

@@ -38,3 +38,10 @@ class NoOverlapError(SourceFormatError):
 
 class StoreError(EtfuseError):
     """The harmonised store cannot accept or return what was asked."""
+
+
+class UnknownNameError(EtfuseError, KeyError):
+    """A name (source, region, method ...) that no registry knows; lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import xarray as xr
 
+from etfuse.errors import UnknownNameError
+
 if TYPE_CHECKING:
     from etfuse.settings import Settings
 
@@ -64,7 +66,7 @@ def reader_names() -> list[str]:
 def get_reader(name: str) -> ReaderSpec:
     _load_all()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown source {name!r}; expected one of {sorted(_REGISTRY)}")
+        raise UnknownNameError(f"unknown source {name!r}; expected one of {sorted(_REGISTRY)}")
     return _REGISTRY[name]
 
 

@@ -83,8 +83,8 @@ class WorldSpec:
     gleam_lag_days: int = 0
     #: ERA5-Land deliveries as CDS sends them now: a ZIP with a .nc name
     era5_zipped: bool = True
-    gleam: SourceError = SourceError(gain=2.0, offset=0.9, seasonal=1.0, noise_sd=2.2, noise_scale_deg=0.75)
-    era5land: SourceError = SourceError(gain=1.6, offset=0.5, seasonal=0.8, noise_sd=1.6, noise_scale_deg=0.4)
+    gleam: SourceError = SourceError(gain=2.1, offset=0.9, seasonal=1.0, noise_sd=2.5, noise_scale_deg=0.75)
+    era5land: SourceError = SourceError(gain=1.75, offset=0.5, seasonal=0.8, noise_sd=2.05, noise_scale_deg=0.4)
     modis_noise_k: float = 1.0
 
     def days(self) -> pd.DatetimeIndex:
@@ -135,32 +135,46 @@ class _BlockMean:
             return (total / self.count).reshape(self.shape).astype(np.float32)
 
 
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma_cells: float) -> np.ndarray:
+    """A unit-variance Gaussian random field with correlation length ``sigma_cells``.
+
+    White noise is filtered on a padded domain and scaled by the filter's own norm (not by the
+    sample's spread), so a small domain gets the same statistics as a large one: on a domain
+    smaller than the correlation length the field is close to one random value, as it should be.
+    """
+    sigma = max(float(sigma_cells), 0.5)
+    pad = int(np.ceil(3 * sigma))
+    impulse = np.zeros((2 * pad + 1, 2 * pad + 1))
+    impulse[pad, pad] = 1.0
+    norm = np.sqrt((ndimage.gaussian_filter(impulse, sigma, mode="constant") ** 2).sum())
+    white = rng.standard_normal((shape[0] + 2 * pad, shape[1] + 2 * pad))
+    field = ndimage.gaussian_filter(white, sigma, mode="wrap")[pad:pad + shape[0], pad:pad + shape[1]]
+    return (field / norm).astype(np.float32)
+
+
 class _SmoothNoise:
-    """Unit-variance Gaussian random fields with a spatial scale and an AR(1) memory."""
+    """Unit-variance smooth random fields with a spatial scale and an AR(1) memory."""
 
     def __init__(self, rng: np.random.Generator, shape: tuple[int, int], cell_deg: float, scale_deg: float,
                  rho: float) -> None:
         self.rng, self.shape, self.rho = rng, shape, rho
-        self.sigma = max(scale_deg / cell_deg / 2.0, 0.5)
-        self.state = self._fresh()
-
-    def _fresh(self) -> np.ndarray:
-        field = ndimage.gaussian_filter(self.rng.standard_normal(self.shape), self.sigma, mode="wrap")
-        return (field / (field.std() + 1e-12)).astype(np.float32)
+        self.sigma = scale_deg / cell_deg / 2.0
+        self.state = smooth_field(rng, shape, self.sigma)
 
     def step(self) -> np.ndarray:
-        self.state = (self.rho * self.state + np.sqrt(1 - self.rho ** 2) * self._fresh()).astype(np.float32)
+        fresh = smooth_field(self.rng, self.shape, self.sigma)
+        self.state = (self.rho * self.state + np.sqrt(1 - self.rho ** 2) * fresh).astype(np.float32)
         return self.state
 
 
 def _season(day: pd.Timestamp) -> float:
     """0 in winter, 1 at the end of July: the growing-season shape of Qinghai grassland ET."""
-    return float(max(0.0, np.sin(2 * np.pi * (day.dayofyear - 110) / 365.0)) ** 1.3)
+    return float(max(0.0, np.sin(2 * np.pi * (day.day_of_year - 110) / 365.0)) ** 1.3)
 
 
 def _insolation(day: pd.Timestamp) -> float:
     """0..1 annual cycle of clear-sky radiation (peak at the June solstice)."""
-    return 0.5 + 0.5 * np.sin(2 * np.pi * (day.dayofyear - 80) / 365.0)
+    return 0.5 + 0.5 * np.sin(2 * np.pi * (day.day_of_year - 80) / 365.0)
 
 
 def _cumulative_profile(kind: str) -> np.ndarray:
@@ -227,9 +241,7 @@ class World:
             num += wgt * row.elevation_m
             den += wgt
         base = num / den
-        relief = ndimage.gaussian_filter(self.rng.standard_normal(lat2d.shape), 8.0 * 0.01 / self.spec.resolution_deg,
-                                         mode="reflect")
-        relief = relief / (relief.std() + 1e-12) * 250.0
+        relief = 250.0 * smooth_field(self.rng, lat2d.shape, 0.08 / self.spec.resolution_deg)
         elevation = base + relief
         # stations sit at their real elevations
         rows, cols = self.fine.cell_of(table["lat"].values, table["lon"].values)
@@ -241,9 +253,7 @@ class World:
         """Vegetation/moisture capacity [0.1, 1]: drier towards the north-west (Qaidam)."""
         lat2d, lon2d = np.meshgrid(self.fine.lat, self.fine.lon, indexing="ij")
         gradient = 0.55 + 0.05 * (lon2d - 96.0) - 0.04 * (lat2d - 35.5)
-        patches = ndimage.gaussian_filter(self.rng.standard_normal(lat2d.shape), 15.0 * 0.01 / self.spec.resolution_deg,
-                                          mode="reflect")
-        patches = patches / (patches.std() + 1e-12)
+        patches = smooth_field(self.rng, lat2d.shape, 0.15 / self.spec.resolution_deg)
         return np.clip(gradient + 0.15 * patches, 0.1, 1.0).astype(np.float32)
 
     # ------------------------------------------------------------------ one day

@@ -1,0 +1,141 @@
+"""The ``etfuse`` CLI: harmonise real samples, synth, demo, exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+SERBIA = "19,43,21.5,45"
+
+
+def run_cli(*args: str, env_extra: dict | None = None, home=None) -> subprocess.CompletedProcess:
+    """Run the real entry point (exit-code mapping included) in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETFUSE_") or k == "ETFUSE_REALDATA"}
+    if home is not None:
+        env["ETFUSE_HOME"] = str(home)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.mark.realdata
+def test_harmonise_real_grib_and_netcdf(realdata, tmp_path):
+    runner = CliRunner()
+    grib = realdata / "era5land/DiHydro_ERA5L_hourly_2020-01_Serbia_data.grib"
+    out = tmp_path / "grib.nc"
+    result = runner.invoke(app, ["harmonise", "--source", "era5land", str(grib), "--out", str(out), "--bbox", SERBIA])
+    assert result.exit_code == 0, result.output
+    assert "era5land: 32 days x 11 x 14 cells" in result.output
+    with xr.open_dataset(out) as ds:
+        assert {"et", "precipitation", "t2m"} <= set(ds.data_vars)
+        assert ds["et"].attrs["units"] == "kg m-2"
+        # independent: ecCodes messages of 'e' valid at 00 UTC of 2 Jan 2020 hold the total of 1 Jan
+        import eccodes
+        with open(grib, "rb") as f:
+            while (gid := eccodes.codes_grib_new_from_file(f)) is not None:
+                key = (eccodes.codes_get(gid, "shortName"), eccodes.codes_get(gid, "validityDate"),
+                       eccodes.codes_get(gid, "validityTime"))
+                if key == ("e", 20200102, 0):
+                    raw = eccodes.codes_get_values(gid).reshape(11, 14)
+                eccodes.codes_release(gid)
+        np.testing.assert_allclose(ds["et"].sel(time="2020-01-01").values, -1000 * raw, rtol=1e-5, atol=1e-6)
+    nc = realdata / "era5land/DiHydro_ERA5L_hourly_2020-01_tp_newformat_data_0.nc"
+    result = runner.invoke(app, ["harmonise", "-s", "era5land", str(nc), "-o", str(tmp_path / "nc.nc"), "--bbox", SERBIA])
+    assert result.exit_code == 0 and "31 days" in result.output
+    with xr.open_dataset(tmp_path / "nc.nc") as a, xr.open_dataset(out) as b:
+        # the same request delivered as NetCDF and as GRIB gives the same daily precipitation
+        np.testing.assert_allclose(a["precipitation"].values, b["precipitation"].sel(time=a["time"]).values,
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.realdata
+def test_harmonise_real_stations_to_csv(realdata, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cma.csv"
+    cma = realdata / "cma/mete840_SURF_CLI_CHN_MUL_DAY_V3_1951_tidied.csv"
+    result = runner.invoke(app, ["harmonise", "-s", "cma", str(cma), "-o", str(out), "--bbox", "70,15,140,55"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out, dtype={"station_id": str})
+    assert frame.columns.tolist() == ["station_id", "date", "lat", "lon", "elevation_m", "et_mm"]
+    raw = pd.read_csv(cma, dtype={"site": str})
+    row = raw[(raw["site"] == "50527") & (raw["date"] == "1951-01-01")].iloc[0]
+    got = frame[(frame["station_id"] == "50527") & (frame["date"] == "1951-01-01")].iloc[0]
+    assert got["lat"] == pytest.approx(49 + 13 / 60, abs=1e-3) and got["lon"] == pytest.approx(119 + 45 / 60, abs=1e-3)
+    assert got["elevation_m"] == pytest.approx(676.6)
+    assert got["et_mm"] == pytest.approx(row["ET_sml"] * 0.1 * 0.35, abs=1e-3)   # small pan, default coefficient
+    flx = tmp_path / "flx.csv"
+    path = realdata / "fluxnet/FLX_CN-HaM_FLUXNET2015_FULLSET_DD_2002-2004_1-4.csv"
+    result = runner.invoke(app, ["harmonise", "-s", "fluxnet", str(path), "-o", str(flx)])
+    assert result.exit_code == 0, result.output
+    f = pd.read_csv(flx)
+    assert set(f["station_id"]) == {"CN-HaM"} and len(f) == 1096 and 0.5 < f["et_mm"].mean() < 1.5
+
+
+@pytest.mark.realdata
+def test_harmonise_real_modis_tile(realdata, tmp_path):
+    out = tmp_path / "lst.nc"
+    result = CliRunner().invoke(app, ["harmonise", "-s", "modis", str(realdata / "modis/MOD11A1.hdf"), "-o", str(out),
+                                      "--bbox", "-40,-9,-36,-4"])
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(out) as ds:
+        assert str(ds["time"].values[0])[:10] == "2019-11-01"
+        assert ds["lst"].attrs["units"] == "K" and 250 < float(ds["lst"].mean()) < 340
+
+
+def test_harmonise_synthetic_gleam_and_bad_input_exit_codes(small_world, tmp_path):
+    gleam = next((small_world / "landing" / "gleam").glob("*.nc"))
+    env = {"ETFUSE_REGION__NAME": "test"}
+    ok = run_cli("harmonise", "-s", "gleam", str(gleam), "-o", str(tmp_path / "g.nc"), env_extra=env)
+    assert ok.returncode == 0, ok.stderr
+    with xr.open_dataset(tmp_path / "g.nc") as ds:
+        assert ds.sizes["time"] == 40 and "et" in ds
+    bad = tmp_path / "E_2021_GLEAM_v3.7a.nc"
+    bad.write_bytes(gleam.read_bytes()[:2000])
+    rejected = run_cli("harmonise", "-s", "gleam", str(bad), "-o", str(tmp_path / "x.nc"), env_extra=env)
+    assert rejected.returncode == 3
+    assert rejected.stderr.startswith("error: ") and "cannot be read as NetCDF" in rejected.stderr
+    assert "Traceback" not in rejected.stderr
+    unknown = run_cli("harmonise", "-s", "merra2", str(gleam), "-o", str(tmp_path / "x.nc"))
+    assert unknown.returncode == 2 and "unknown source 'merra2'" in unknown.stderr
+    far = run_cli("harmonise", "-s", "gleam", str(gleam), "-o", str(tmp_path / "x.nc"), "--bbox", "10,40,11,41")
+    assert far.returncode == 3 and "does not overlap the region" in far.stderr
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_help_reads_like_a_manual():
+    result = CliRunner().invoke(app, ["harmonise", "--help"])
+    assert result.exit_code == 0
+    for words in ("--source", "--out", "--bbox", "station_id,date,lat,lon,elevation_m,et_mm"):
+        assert words in result.output
+
+
+def test_synth_cli(tmp_path):
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--bbox", "101,36,101.5,36.5",
+                                      "--start", "2021-05-01", "--end", "2021-05-03", "--resolution", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "modis: 3" in result.output and (tmp_path / "manifest.json").exists()
+    bad = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--bbox", "101,36,100,37"])
+    assert bad.exit_code == 2 and "west < east" in bad.output
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    result = run_cli("demo", "--days", "20", home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "[1/3] synthetic world" in out and "[2/3] harmonised" in out and "(idempotent)" in out
+    assert "Counter({'unchanged'" in out
+    for source in ("era5land", "gleam", "modis", "cma", "stations"):
+        assert source in out
+    assert "gleam" in out.split("raw sources against CMA station ET")[1]
+    again = run_cli("demo", "--days", "20", home=tmp_path / "home")    # a rerun changes nothing
+    assert again.returncode == 0 and "already in" in again.stdout and "new" not in again.stdout.split("[3/3]")[0].split("[2/3]")[1].replace("unchanged", "")
