@@ -111,6 +111,14 @@ class LstSettings(_Section):
     min_overlap_cells: int = Field(50, ge=1)
 
 
+class QualitySettings(_Section):
+    """Validation thresholds (Great Expectations suites in etfuse/quality); see docs/validation.md."""
+
+
+class TrainingSettings(_Section):
+    """GCN-GRU training; see docs/model-card.md."""
+
+
 class MlflowSettings(_Section):
     #: None = embedded default: ``sqlite:///$ETFUSE_HOME/mlflow/mlflow.db``.
     tracking_uri: str | None = None
@@ -150,6 +158,8 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
     alerts: AlertSettings = AlertSettings()
+    quality: QualitySettings = QualitySettings()
+    training: TrainingSettings = TrainingSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("region", mode="before")
