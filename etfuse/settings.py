@@ -111,19 +111,194 @@ class LstSettings(_Section):
     min_overlap_cells: int = Field(50, ge=1)
 
 
+class StaticSettings(_Section):
+    """Inputs that do not change from day to day."""
+
+    #: A DEM on a regular lat/lon grid: variable ``elevation`` [m] (e.g. SRTM resampled to 0.01 deg);
+    #: None = the elevation feature is marked missing everywhere.
+    elevation_file: Path | None = None
+
+
 class QualitySettings(_Section):
-    """Validation thresholds (Great Expectations suites in etfuse/quality); see docs/validation.md."""
+    """Validation thresholds (Great Expectations suites in etfuse/quality); see docs/validation.md.
+
+    Values are in the canonical units the readers return (etfuse/cf.py): ET and pan evaporation
+    [kg m-2 per day = mm/day], net radiation [MJ m-2 per day], temperatures [K].  Every check's
+    severity is fixed in etfuse/quality/suites.py: critical -> quarantine, warning -> accept and
+    alert, info -> reported only.
+    """
+
+    # -- physical ranges (critical): no value of a batch may fall outside ------------------------
+    #: Daily actual ET [kg m-2 per day]; ERA5-Land shows small negative values (dew, condensation).
+    et_min: float = -2.0
+    et_max: float = 20.0
+    #: Daily net radiation [MJ m-2 per day].
+    net_radiation_min: float = -10.0
+    net_radiation_max: float = 35.0
+    #: Daily-mean skin and 2 m air temperature [K].
+    skt_min_k: float = 200.0
+    skt_max_k: float = 340.0
+    t2m_min_k: float = 200.0
+    t2m_max_k: float = 330.0
+    #: MODIS daytime land surface temperature [K] (MOD11A1 itself cannot hold less than 150 K).
+    lst_min_k: float = 200.0
+    lst_max_k: float = 350.0
+    #: Daily precipitation [kg m-2 per day].
+    precipitation_min: float = 0.0
+    precipitation_max: float = 300.0
+    #: CMA pan evaporation, either pan [kg m-2 per day].
+    pan_evaporation_min: float = 0.0
+    pan_evaporation_max: float = 30.0
+    #: FLUXNET daily mean latent heat flux [W m-2].
+    latent_heat_flux_min: float = -100.0
+    latent_heat_flux_max: float = 500.0
+    #: Share of a variable's values that must lie inside its range [1]; 1.0 = every value.
+    range_mostly: float = Field(1.0, gt=0, le=1)
+
+    # -- units that look wrong although the attribute is right (critical) ----------------------
+    #: A day whose largest ET over the region is below this looks like metres labelled mm
+    #: [kg m-2 per day]; for station batches the largest value of the whole batch is used.
+    et_units_min_daily_max: float = Field(0.05, ge=0)
+    #: A day whose largest |net radiation| over the region is below this looks like a wrong unit
+    #: (e.g. MJ values labelled J and divided again) [MJ m-2 per day].
+    net_radiation_units_min_daily_max: float = Field(0.5, ge=0)
+    #: A day whose mean skin/land surface temperature is below this looks like degrees Celsius
+    #: labelled K [K].
+    temperature_units_min_daily_mean_k: float = 150.0
+
+    # -- coverage (critical unless stated) -------------------------------------------------------
+    #: Days after today (UTC) still accepted, for clock skew and time zones [days]; a day later
+    #: than today + this is a future date (critical).
+    future_tolerance_days: int = Field(1, ge=0, le=31)
+    #: The cells inside the region must reach each region edge within this many source cells
+    #: [source cells] (warning: the region is only partly covered).
+    edge_tolerance_cells: float = Field(1.0, ge=0)
+
+    # -- completeness (warning) -------------------------------------------------------------------
+    #: Largest share of region cells without a value on a day, per gridded source [1].  Qinghai is
+    #: land, so ERA5-Land and GLEAM should be nearly complete; MODIS has cloud gaps every day.
+    era5land_max_missing_share: float = Field(0.05, ge=0, le=1)
+    gleam_max_missing_share: float = Field(0.15, ge=0, le=1)
+    modis_max_missing_share: float = Field(0.95, ge=0, le=1)
+    #: Largest share of station-day rows whose ET is missing in one batch [1].
+    station_max_missing_share: float = Field(0.25, ge=0, le=1)
+    #: Smallest share of the batch's days (the file's claimed period when its name says one) for
+    #: which each station has a row [1].
+    station_min_days_present_share: float = Field(0.8, ge=0, le=1)
+
+    # -- station metadata ---------------------------------------------------------------------------
+    #: Plausible station elevations in the region [m] (Qinghai's stations lie at 1,700-4,700 m)
+    #: (warning outside).
+    station_elevation_min_m: float = 1000.0
+    station_elevation_max_m: float = 6000.0
+    #: Elevations no station can have [m] (below / above): a raw code or an undecoded +100000
+    #: "estimated" flag survived (critical).
+    station_elevation_impossible_below_m: float = -500.0
+    station_elevation_impossible_above_m: float = 9000.0
+    #: A known station reported farther than this from its location in the facts tables
+    #: [degrees] (warning; stations do move, rarely this far).
+    station_location_tolerance_deg: float = Field(0.5, gt=0)
+    #: CMA pan values >= 30000 are codes (0.1 mm units), i.e. >= 3000 kg m-2 after scaling; any
+    #: pan or ET value at or above this is a code that survived as a number [kg m-2] (critical).
+    cma_special_code_min: float = 3000.0
+
+    # -- consistency between sources on the same day (warning) -------------------------------
+    #: Largest |region-mean GLEAM ET - region-mean ERA5-Land ET| on a day [kg m-2 per day].
+    consistency_et_max_abs_diff: float = Field(4.0, gt=0)
+    #: Largest |region-mean MODIS LST - region-mean ERA5-Land skt| on a day [K] (daytime LST runs
+    #: about 8 K warmer than the daily-mean skin temperature).
+    consistency_lst_skt_max_abs_diff_k: float = Field(25.0, gt=0)
+
+    # -- drift against the training data's statistics (warning) -----------------------------
+    #: Batch mean of a variable must lie within reference mean +- drift_k * reference std of the
+    #: same calendar month [1].
+    drift_k: float = Field(3.0, gt=0)
+    #: Month statistics built from fewer values are not used (reported as info) [values].
+    drift_min_count: int = Field(1000, ge=1)
+    #: Quantiles p01/p50/p99 are computed from a systematic sample of at most this many values per
+    #: source, variable and month [values]; mean, std and count use every value.
+    drift_quantile_sample: int = Field(1_000_000, ge=1000)
+    #: Reference statistics (JSON from etfuse.quality.drift); None = $ETFUSE_HOME/harmonised/reference_stats.json.
+    reference_stats_file: Path | None = None
+
+    # -- results and reports ------------------------------------------------------------------------
+    #: Unexpected values kept per failed expectation (GE ``partial_unexpected_count``) [values].
+    partial_unexpected_count: int = Field(5, ge=0, le=100)
+    #: Write an HTML report per validation under $ETFUSE_HOME/reports/<source>/<YYYY-MM-DD>/.
+    write_reports: bool = True
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "QualitySettings":
+        pairs = [("et_min", "et_max"), ("net_radiation_min", "net_radiation_max"), ("skt_min_k", "skt_max_k"),
+                 ("t2m_min_k", "t2m_max_k"), ("lst_min_k", "lst_max_k"), ("precipitation_min", "precipitation_max"),
+                 ("pan_evaporation_min", "pan_evaporation_max"), ("latent_heat_flux_min", "latent_heat_flux_max"),
+                 ("station_elevation_min_m", "station_elevation_max_m"),
+                 ("station_elevation_impossible_below_m", "station_elevation_impossible_above_m")]
+        for low, high in pairs:
+            if getattr(self, low) >= getattr(self, high):
+                raise ValueError(f"quality.{low} ({getattr(self, low)}) must be below quality.{high} "
+                                 f"({getattr(self, high)})")
+        return self
 
 
 class TrainingSettings(_Section):
     """GCN-GRU training; see docs/model-card.md."""
 
+    #: Width of the graph-convolution and GRU hidden state [channels].
+    hidden: int = Field(16, ge=2, le=256)
+    #: Graph-convolution layers per day; the receptive field is this many cells (+1 for degrees).
+    gcn_layers: int = Field(2, ge=1, le=6)
+    #: Training subgraphs are (2r+1) x (2r+1) cells around each station; r must cover the
+    #: receptive field so the station's output equals the whole-grid output [cells].
+    patch_radius: int = Field(3, ge=1, le=20)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    #: Stop when the validation loss has not improved for this many epochs.
+    patience: int = Field(8, ge=1)
+    #: Probability that a training sample loses a source for its whole window (source dropout).
+    dropout_gleam: float = Field(0.3, ge=0, le=1)
+    dropout_modis: float = Field(0.3, ge=0, le=1)
+    dropout_era5land: float = Field(0.1, ge=0, le=1)
+    #: Share of stations held out entirely (spatial hold-out).
+    heldout_station_fraction: float = Field(0.25, gt=0, lt=1)
+    #: Final share of the period held out (temporal hold-out).
+    temporal_holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    #: Share of training samples kept aside for early stopping.
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    #: Station sources used as targets.
+    target_sources: tuple[str, ...] = ("cma", "stations", "fluxnet")
+    seed: int = 0
+    #: "auto" = CUDA when available, else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
 
 class MlflowSettings(_Section):
-    #: None = embedded default: ``sqlite:///$ETFUSE_HOME/mlflow/mlflow.db``.
+    """Experiment tracking and the model registry (training/registry.py); see docs/registry.md.
+
+    Where MLflow is, in falling priority: an explicit ``tracking_uri=`` in code, the environment
+    variable ``MLFLOW_TRACKING_URI`` (when set and not empty), ``tracking_uri`` below (YAML or
+    ``ETFUSE_MLFLOW__TRACKING_URI``), then the embedded default.  The registry always lives at the
+    tracking URI.
+    """
+
+    #: None = embedded default: ``sqlite:///$ETFUSE_HOME/mlflow/mlflow.db``.  Otherwise any MLflow
+    #: tracking URI, e.g. ``http://mlflow:5000`` (a server) or ``postgresql://user@host/db``.
     tracking_uri: str | None = None
-    experiment_name: str = "etfuse"
-    registered_model_name: str = "etfuse-gcn-gru"
+    #: Experiment that training runs are logged to (created on first use).
+    experiment_name: str = Field("etfuse", min_length=1)
+    #: The one registered model whose versions are the trained GCN-GRUs; aliases ``champion``
+    #: (what serving uses) and ``challenger`` (the latest candidate) point at its versions.
+    registered_model_name: str = Field("etfuse-gcn-gru", min_length=1)
+    #: Promotion gate: a challenger becomes champion only if its held-out RMSE is below the
+    #: champion's held-out RMSE minus this margin [mm/day] (and below raw GLEAM and ERA5-Land).
+    promotion_margin_mm: float = Field(0.0, ge=0)
+    #: Where a newly created experiment stores artifacts (a folder or URI such as
+    #: ``s3://bucket/etfuse``).  None = ``$ETFUSE_HOME/mlflow/artifacts`` when the tracking URI is a
+    #: database or file (embedded default), and the server's own default (usually proxied
+    #: ``mlflow-artifacts:/``) for an ``http(s)://`` server.  Existing experiments keep theirs.
+    artifact_location: str | None = None
 
 
 class PrefectSettings(_Section):
@@ -132,13 +307,81 @@ class PrefectSettings(_Section):
 
 
 class AlertSettings(_Section):
-    webhook_url: str | None = None
+    """Data-quality and pipeline alerts (etfuse/alerts); see docs/alerts.md.
+
+    Every alert goes to ``$ETFUSE_HOME/alerts/alerts.jsonl``; the webhook and e-mail channels are
+    used only when configured.  Secrets (the webhook URL, which carries a token in Slack-style
+    services, and the SMTP password) are left out of ``repr`` and of ``model_dump``/``to_yaml``.
+    """
+
+    #: Slack-compatible incoming-webhook URL (http or https); None = no webhook channel.
+    webhook_url: str | None = Field(None, repr=False, exclude=True)
+    #: SMTP server for e-mail alerts; None = no e-mail channel (then smtp_from/smtp_to are unused).
     smtp_host: str | None = None
-    smtp_port: int = 25
+    smtp_port: int = Field(25, ge=1, le=65535)
+    #: Envelope and header sender, e.g. ``etfuse@example.org``; required with smtp_host.
     smtp_from: str | None = None
-    smtp_to: tuple[str, ...] = ()
+    #: Recipients; a YAML list, or one string with commas; required with smtp_host.  (``| str`` lets
+    #: ``ETFUSE_ALERTS__SMTP_TO=a@x.cn,b@y.cn`` through the env source; the validator makes a tuple.)
+    smtp_to: tuple[str, ...] | str = ()
+    #: SMTP login (AUTH) only when set; the password is never logged or written anywhere.
+    smtp_user: str | None = None
+    smtp_password: str | None = Field(None, repr=False, exclude=True)
+    #: Upgrade the connection with STARTTLS (port 587 style) before login.
+    smtp_starttls: bool = False
+    #: Implicit TLS from the first byte (SMTPS, port 465 style); exclusive with smtp_starttls.
+    smtp_ssl: bool = False
+    #: CA bundle (PEM) that signs the SMTP server's certificate; None = the system's trust store.
+    smtp_ca_file: Path | None = None
+    #: Name sent in EHLO; None = this machine's fully qualified name.
+    smtp_local_hostname: str | None = None
+    #: Lowest severity delivered by the webhook / by e-mail (the JSON-lines log gets everything).
+    min_severity_webhook: Literal["info", "warning", "critical"] = "info"
+    min_severity_email: Literal["info", "warning", "critical"] = "warning"
     #: Identical problems within this window [minutes] are grouped into one alert.
     group_window_minutes: int = Field(60, ge=0)
+    #: Socket timeout of one delivery attempt [s].
+    timeout_s: float = Field(3.0, gt=0, le=120)
+    #: Extra attempts after a failed delivery (total attempts = 1 + retries).
+    retries: int = Field(2, ge=0, le=10)
+    #: Pause before the first retry [s]; doubles with every further retry.
+    retry_backoff_s: float = Field(0.2, ge=0, le=60)
+    #: After a channel has failed every attempt, it is not tried again by the same dispatcher for
+    #: this long [s] (those alerts are logged as channel_failed), so a dead server cannot stall ingest.
+    channel_cooldown_s: float = Field(60.0, ge=0)
+
+    @field_validator("smtp_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return tuple(yaml.safe_load(text))
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None            # empty (e.g. from the environment) = off
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("alerts.webhook_url: expected an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_smtp(self) -> "AlertSettings":
+        if self.smtp_host:
+            missing = [name for name in ("smtp_from", "smtp_to") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"alerts.smtp_host is set ({self.smtp_host}) but {' and '.join(missing)} "
+                                 f"{'is' if len(missing) == 1 else 'are'} empty; e-mail alerts need a sender "
+                                 "and at least one recipient")
+        if self.smtp_starttls and self.smtp_ssl:
+            raise ValueError("alerts.smtp_starttls and alerts.smtp_ssl are exclusive: STARTTLS upgrades a "
+                             "plain connection (port 587), smtp_ssl starts with TLS (port 465)")
+        if self.smtp_password and not self.smtp_user:
+            raise ValueError("alerts.smtp_password is set but alerts.smtp_user is not")
+        return self
 
 
 class Settings(BaseSettings):
@@ -158,6 +401,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
     alerts: AlertSettings = AlertSettings()
+    static: StaticSettings = StaticSettings()
     quality: QualitySettings = QualitySettings()
     training: TrainingSettings = TrainingSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

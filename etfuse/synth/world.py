@@ -343,7 +343,7 @@ class World:
         written["cma"] = self._write_cma(landing / "cma", pd.DataFrame(station_rows))
         written["stations"] = self._write_site_table(landing / "stations", pd.DataFrame(site_rows))
         pd.DataFrame(station_rows).to_csv(truth_dir / "stations_truth.csv", index=False)
-        written["truth"].extend(self._write_static(truth_dir, region_rows, region_cols))
+        written["truth"].extend(self._write_static(out, region_rows, region_cols))
         manifest = {"spec": _jsonable(asdict(spec)), "files": written,
                     "stations": self.stations["station_id"].tolist(),
                     "region_shape": list(self.region.shape)}
@@ -411,14 +411,20 @@ class World:
         ds.to_netcdf(folder / name, encoding={"et": {"zlib": True, "complevel": 1}})
         return name
 
-    def _write_static(self, folder: Path, rows: slice, cols: slice) -> list[str]:
-        ds = xr.Dataset({"elevation": (("lat", "lon"), self.elevation[rows, cols]),
-                         "capacity": (("lat", "lon"), self.capacity[rows, cols])},
-                        coords={"lat": self.region.lat, "lon": self.region.lon})
-        ds["elevation"].attrs.update(units="m", standard_name="height_above_mean_sea_level")
-        ds["capacity"].attrs.update(units="1", long_name="synthetic vegetation/moisture capacity")
-        ds.to_netcdf(folder / "static.nc")
-        return ["static.nc"]
+    def _write_static(self, out: Path, rows: slice, cols: slice) -> list[str]:
+        """A DEM as a static input (``static/elevation.nc``, like a resampled SRTM) and the
+        vegetation capacity, which is part of the truth (``truth/capacity.nc``)."""
+        (out / "static").mkdir(parents=True, exist_ok=True)
+        dem = xr.Dataset({"elevation": (("lat", "lon"), self.elevation[rows, cols])},
+                         coords={"lat": self.region.lat, "lon": self.region.lon})
+        dem["elevation"].attrs.update(units="m", standard_name="height_above_mean_sea_level",
+                                      long_name="synthetic DEM")
+        dem.to_netcdf(out / "static" / "elevation.nc")
+        cap = xr.Dataset({"capacity": (("lat", "lon"), self.capacity[rows, cols])},
+                         coords={"lat": self.region.lat, "lon": self.region.lon})
+        cap["capacity"].attrs.update(units="1", long_name="synthetic vegetation/moisture capacity")
+        cap.to_netcdf(out / "truth" / "capacity.nc")
+        return ["capacity.nc"]
 
     def _write_cma(self, folder: Path, rows: pd.DataFrame) -> list[str]:
         """CMA EVP monthly text files: station ET turned back into pan readings."""

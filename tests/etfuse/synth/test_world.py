@@ -30,6 +30,7 @@ def test_layout_and_manifest(small_world):
     assert [p.name for p in _landing(small_world, "gleam")] == ["E_2021_GLEAM_v3.7a.nc"]
     assert _landing(small_world, "cma")[0].name == "SURF_CLI_CHN_MUL_DAY-EVP-13240-202106.TXT"
     assert manifest["stations"] == ["52862", "52863", "52866", "52869", "52875"] or len(manifest["stations"]) >= 3
+    assert (small_world / "static" / "elevation.nc").exists() and (small_world / "truth" / "capacity.nc").exists()
     # nothing from truth/ is in landing/
     landing_names = {p.name for p in (small_world / "landing").rglob("*")}
     assert not landing_names & {p.name for p in (small_world / "truth").iterdir()}

@@ -1,0 +1,117 @@
+"""The GCN-GRU's two forms agree, and the ONNX export is scatter-free and proven equal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.nn import GCNConv
+
+from training.export import (FORBIDDEN_OPS, ExportError, GridGcnGru, check_parity, export_onnx, graph_ops,
+                             onnx_metadata, onnx_session, pyg_on_tile)
+from training.model import GcnGru, king_edges
+
+F = 10
+
+
+def random_tile(rng, t=7, h=11, w=9, holes=True):
+    x = rng.normal(size=(t, h, w, F)).astype(np.float32)
+    mask = np.ones((h, w), np.float32)
+    if holes:
+        x[:, :, :3, 0] = np.nan            # a source missing on part of the tile
+        x[2, 4, 4, :] = np.nan              # one cell missing everything on one day
+        mask[:2, :] = 0                     # outside the region
+        mask[6, 6] = 0
+    return x, mask
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(3)
+    m = GcnGru(np.linspace(-1, 1, F), np.linspace(0.5, 2, F), hidden=8, gcn_layers=2).eval()
+    for p in m.parameters():              # non-trivial weights and biases
+        torch.nn.init.normal_(p, std=0.3)
+    return m
+
+
+def test_king_edges_connect_eight_neighbours_and_skip_invalid_cells():
+    e = king_edges(3, 3)
+    assert e.shape[1] == 2 * (2 * 3 * 2 + 2 * 2 * 2)       # 12 orthogonal + 8 diagonal pairs, both directions
+    centre = set(e[1][e[0] == 4])
+    assert centre == {0, 1, 2, 3, 5, 6, 7, 8}
+    valid = np.ones((3, 3), bool)
+    valid[0, 0] = False
+    assert 0 not in set(king_edges(3, 3, valid).ravel())
+
+
+def test_grid_stencil_equals_pyg_gcnconv(model):
+    rng = np.random.default_rng(0)
+    x, mask = random_tile(rng)
+    expected = pyg_on_tile(model, x, mask)
+    with torch.no_grad():
+        got = GridGcnGru(model)(torch.as_tensor(x[None]), torch.as_tensor(mask[None])).numpy()[0]
+    valid = mask.astype(bool)
+    assert np.abs(got[valid] - expected[valid]).max() < 1e-5
+    assert (got[valid] >= 0).all()                         # softplus: never negative ET
+
+
+def test_stencil_degree_matches_pyg_normalisation():
+    """A single GCNConv vs the stencil formula on a masked grid, without the rest of the model."""
+    conv = GCNConv(3, 2)
+    torch.nn.init.normal_(conv.lin.weight)
+    torch.nn.init.normal_(conv.bias)
+    h, w = 5, 6
+    mask = np.ones((h, w), np.float32)
+    mask[0, :3] = 0
+    x = torch.randn(h * w, 3)
+    pyg = conv(x, torch.as_tensor(king_edges(h, w, mask.astype(bool)))).detach().numpy().reshape(h, w, 2)
+    m = torch.as_tensor(mask)[None, None]
+    deg = torch.nn.functional.conv2d(m, torch.ones(1, 1, 3, 3), padding=1)[0, 0]
+    dinv = (torch.as_tensor(mask) / torch.sqrt(torch.clamp(deg, min=1)))[..., None]
+    y = conv.lin(x).reshape(h, w, 2) * dinv
+    y = torch.nn.functional.conv2d(y.permute(2, 0, 1)[None], torch.ones(2, 1, 3, 3), padding=1, groups=2)[0].permute(1, 2, 0)
+    stencil = (y * dinv + conv.bias).detach().numpy()
+    np.testing.assert_allclose(stencil[mask.astype(bool)], pyg[mask.astype(bool)], atol=1e-5)
+
+
+def test_export_has_no_scatter_and_proves_parity(model, tmp_path):
+    rng = np.random.default_rng(1)
+    tiles = [random_tile(rng), random_tile(rng, h=7, w=20), random_tile(rng, h=5, w=5, holes=False)]
+    path = tmp_path / "m.onnx"
+    report = export_onnx(model, path, window_days=7, features=tuple(f"f{i}" for i in range(F)), parity_tiles=tiles,
+                         metadata={"note": "test"})
+    assert report.max_abs_diff_mm <= 1e-4 and report.cells_compared > 200
+    ops = graph_ops(path)
+    assert not ops & FORBIDDEN_OPS and "Conv" in ops and "GRU" in ops
+    meta = onnx_metadata(path)
+    assert meta["window_days"] == "7" and meta["receptive_field"] == "3" and meta["note"] == "test"
+    # dynamic batch, height and width: a 2-tile batch of another size runs
+    session = onnx_session(path)
+    x, mask = random_tile(rng, h=13, w=17)
+    out = session.run(["et"], {"x": np.stack([x, x]), "mask": np.stack([mask, mask])})[0]
+    assert out.shape == (2, 13, 17)
+    np.testing.assert_allclose(out[0][mask.astype(bool)], pyg_on_tile(model, x, mask)[mask.astype(bool)], atol=1e-4)
+
+
+def test_parity_check_refuses_a_mismatching_model(model, tmp_path):
+    rng = np.random.default_rng(2)
+    tiles = [random_tile(rng)]
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, window_days=7, features=tuple(f"f{i}" for i in range(F)), parity_tiles=tiles)
+    other = GcnGru(np.zeros(F), np.ones(F), hidden=8, gcn_layers=2).eval()     # different weights
+    with pytest.raises(ExportError, match=r"differs from the PyG model by .* expected at most 0\.0001 mm"):
+        check_parity(other, path, tiles)
+
+
+def test_export_refuses_scatter_graphs(tmp_path):
+    """PyG's own message passing exports to scatter ops: the check catches them."""
+    import onnx
+    from onnx import TensorProto, helper
+    node = helper.make_node("ScatterElements", ["d", "i", "u"], ["et"], axis=0, reduction="add")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in ("d", "u")]
+                              + [helper.make_tensor_value_info("i", TensorProto.INT64, [3])],
+                              [helper.make_tensor_value_info("et", TensorProto.FLOAT, [3])])
+    path = tmp_path / "scatter.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ExportError, match=r"contains \['ScatterElements'\]"):
+        check_parity(GcnGru(np.zeros(F), np.ones(F)), path, [])

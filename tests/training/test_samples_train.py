@@ -1,0 +1,126 @@
+"""Samples, splits, source dropout and deterministic training on a small synthetic world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from etfuse.features import FEATURES
+from etfuse.harmonise import harmonise_into_store
+from etfuse.store import HarmonisedStore
+from training.samples import NoTrainingDataError, build_samples, normalisation, split_samples
+from training.train import PatchBatcher, fit, predict
+
+F = {name: k for k, name in enumerate(FEATURES)}
+
+
+@pytest.fixture(scope="module")
+def small_store(small_world, tmp_path_factory):
+    from etfuse.settings import load_settings
+    from tests.conftest import SMALL_WORLD
+    w, s, e, n = SMALL_WORLD["bbox"]
+    home = tmp_path_factory.mktemp("home")
+    settings = load_settings(
+        home=home, window_days=5,
+        region={"name": "small", "lon_min": w, "lon_max": e, "lat_min": s, "lat_max": n,
+                "resolution_deg": SMALL_WORLD["resolution_deg"], "margin_deg": SMALL_WORLD["margin_deg"]},
+        static={"elevation_file": str(small_world / "static" / "elevation.nc")},
+        training={"epochs": 2, "batch_size": 32, "heldout_station_fraction": 0.3, "seed": 4})
+    store = HarmonisedStore(settings.harmonised)
+    for source in ("era5land", "gleam", "modis", "cma", "stations"):
+        for path in sorted((small_world / "landing" / source).glob("*")):
+            harmonise_into_store(source, path, store, settings=settings)
+    return settings, store
+
+
+@pytest.fixture(scope="module")
+def samples(small_store):
+    settings, store = small_store
+    return build_samples(store, settings)
+
+
+def test_samples_shape_and_contents(samples, small_store):
+    settings, _ = small_store
+    n_st = len(samples.stations)
+    assert samples.features.shape == (n_st, 40, 49, len(FEATURES))
+    assert samples.targets.shape == (n_st, 40)
+    c = samples.centre
+    # the centre cell is the station's cell; lat/lon features are its centre
+    st = samples.stations.iloc[0]
+    assert abs(samples.features[0, 0, c, F["lat"]] - st["lat"]) < settings.region.resolution_deg
+    # every source present in the small world: GLEAM and ERA5-Land finite at the centre
+    assert np.isfinite(samples.features[:, :, c, F["gleam_et"]]).all()
+    assert np.isfinite(samples.features[:, :, c, F["era5land_et"]]).all()
+    # LST from MODIS where clear, else skt fallback flagged
+    flag = samples.features[:, :, c, F["lst_from_skt"]]
+    assert set(np.unique(flag[np.isfinite(flag)])) <= {0.0, 1.0} and 0 < np.nanmean(flag) < 1
+    assert np.isfinite(samples.features[..., F["elevation"]][samples.patch_valid[:, None, :].repeat(40, 1)]).all()
+    assert set(samples.fingerprints) >= {"era5land", "gleam", "modis", "stations"}
+    # lysimeter targets and CMA targets both feed the target table
+    assert set(samples.stations["source"]) == {"cma", "stations"}
+
+
+def test_split_is_disjoint_and_normalisation_uses_training_only(samples, small_store):
+    settings, _ = small_store
+    split = split_samples(samples, settings)
+    out_idx = set(np.flatnonzero(samples.stations["station_id"].isin(split.heldout_stations)))
+    assert not set(split.train["s"]) & out_idx and not set(split.validation["s"]) & out_idx
+    assert set(split.spatial["s"]) <= out_idx
+    t0 = samples.days.get_loc(split.temporal_start)
+    assert split.train["d"].max() < t0 <= split.temporal["d"].min()
+    keys = lambda f: set(zip(f["s"], f["d"]))  # noqa: E731
+    assert not keys(split.train) & keys(split.validation)
+    assert not keys(split.train) & keys(split.heldout)
+    norm = normalisation(samples, split)
+    assert set(norm["train_stations"]) & set(split.heldout_stations) == set()
+    assert norm["features"] == list(FEATURES) and len(norm["mean"]) == len(FEATURES)
+    assert split_samples(samples, settings).heldout_stations == split.heldout_stations   # deterministic
+
+
+def test_source_dropout_looks_like_a_missing_delivery(samples):
+    batcher = PatchBatcher(samples, torch.device("cpu"))
+    s, d = np.array([0, 1]), np.array([10, 12])
+    x, lst_modis, lst_skt = batcher.window(s, d)
+    out = PatchBatcher.drop_sources(x, lst_modis, lst_skt, {"gleam": np.array([True, False]),
+                                                            "modis": np.array([False, True])})
+    valid1 = samples.patch_valid[1]                           # patch cells inside the grid
+    assert np.isnan(out[0, ..., F["gleam_et"]]).all() and np.isfinite(out[1][:, valid1, F["gleam_et"]]).all()
+    # sample 1 lost MODIS: LST is the skt fallback everywhere and flagged
+    np.testing.assert_allclose(out[1, ..., F["lst"]], lst_skt[1])          # NaN outside the grid on both sides
+    assert (out[1][:, valid1, F["lst_from_skt"]] == 1).all()
+    np.testing.assert_array_equal(out[0, ..., F["lst"]], x[0, ..., F["lst"]])     # untouched
+    no_era5 = PatchBatcher.drop_sources(x, lst_modis, lst_skt, {"era5land": np.array([True, True]),
+                                                                "modis": np.array([True, False])})
+    assert np.isnan(no_era5[0, ..., F["lst"]]).all()           # neither MODIS nor skt: LST unknown
+    assert np.isnan(no_era5[..., F["net_radiation"]]).all()
+
+
+def test_training_is_deterministic_for_a_seed(samples, small_store):
+    settings, _ = small_store
+    split = split_samples(samples, settings)
+    norm = normalisation(samples, split)
+    a = fit(samples, split, norm, settings)
+    b = fit(samples, split, norm, settings)
+    for (name, pa), (_, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    batcher = PatchBatcher(samples, torch.device("cpu"))
+    pred = predict(a.model, batcher, split.heldout)
+    assert pred.shape == (len(split.heldout),) and (pred >= 0).all() and np.isfinite(pred).all()
+    assert len(a.history) >= 1 and {"train_mse", "validation_rmse"} <= set(a.history[0])
+
+
+def test_patch_smaller_than_receptive_field_is_refused(samples, small_store):
+    settings, _ = small_store
+    split = split_samples(samples, settings)
+    deep = settings.model_copy(update={"training": settings.training.model_copy(update={"gcn_layers": 4})})
+    with pytest.raises(ValueError, match="smaller than the model's receptive field"):
+        fit(samples, split, normalisation(samples, split), deep)
+
+
+def test_no_station_data_is_a_clear_error(tmp_path, small_store):
+    settings, _ = small_store
+    empty = HarmonisedStore(tmp_path / "h")
+    with pytest.raises(NoTrainingDataError, match="no station observations"):
+        build_samples(empty, settings)

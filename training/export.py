@@ -1,0 +1,165 @@
+"""ONNX export of the GCN-GRU in its gridded form, with proven parity.
+
+On the regular grid the symmetric-normalised 8-neighbour GCN (self loops included) equals a fixed
+3x3 depthwise stencil with a land mask (stack-notes.md):
+
+    out = dinv * conv3x3(dinv * (x W)) + b,   deg = conv3x3(mask),   dinv = mask / sqrt(max(deg, 1))
+
+PyG's message passing exports to ScatterElements/ScatterND, which onnxruntime runs slowly on CPU
+(and, with more than one thread, computes ScatterND wrongly); the stencil exports to Conv only.
+``export_onnx`` refuses to write a model whose graph holds a scatter op or whose outputs differ
+from the PyG model by more than the tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from etfuse.errors import EtfuseError
+from training.model import GcnGru, king_edges
+
+log = logging.getLogger(__name__)
+
+FORBIDDEN_OPS = frozenset({"ScatterElements", "ScatterND", "Scatter"})
+PARITY_TOLERANCE_MM = 1e-4
+INPUT_NAMES = ("x", "mask")
+OUTPUT_NAME = "et"
+
+
+class ExportError(EtfuseError):
+    """The exported graph is not acceptable (scatter ops, parity failure)."""
+
+
+class GridGcnGru(nn.Module):
+    """The trained ``GcnGru`` on gridded tiles: ``x (B, T, H, W, F)``, ``mask (B, H, W)`` -> ``et (B, H, W)``.
+
+    ``mask`` is 1 for cells of the region; cells outside (tile padding beyond the region) take no
+    part in the convolution, exactly as absent nodes in the PyG graph.
+    """
+
+    def __init__(self, model: GcnGru) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mask_kernel", torch.ones(1, 1, 3, 3))
+        for i, conv in enumerate(model.convs):
+            channels = conv.lin.weight.shape[0]
+            self.register_buffer(f"kernel{i}", torch.ones(channels, 1, 3, 3))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, h, w, _ = x.shape
+        z = self.model.encoder(x)
+        deg = nn.functional.conv2d(mask.unsqueeze(1), self.mask_kernel, padding=1).squeeze(1)
+        dinv = (mask / torch.sqrt(torch.clamp(deg, min=1.0))).unsqueeze(1).unsqueeze(-1)      # (B, 1, H, W, 1)
+        for i, conv in enumerate(self.model.convs):
+            y = conv.lin(z) * dinv                                                              # (B, T, H, W, C)
+            c = y.shape[-1]
+            y = y.permute(0, 1, 4, 2, 3).reshape(b * t, c, h, w)
+            y = nn.functional.conv2d(y, getattr(self, f"kernel{i}"), padding=1, groups=c)
+            y = y.reshape(b, t, c, h, w).permute(0, 1, 3, 4, 2)
+            z = torch.relu(y * dinv + conv.bias)
+        sequence = z.permute(1, 0, 2, 3, 4).reshape(t, b * h * w, z.shape[-1])
+        return self.model.readout(sequence).reshape(b, h, w)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    max_abs_diff_mm: float
+    cells_compared: int
+    onnx_ops: tuple[str, ...]
+
+
+def graph_ops(path: Path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def pyg_on_tile(model: GcnGru, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The PyG model on one gridded tile ``x (T, H, W, F)``: ET per cell ``(H, W)`` (NaN off the mask)."""
+    t, h, w, f = x.shape
+    valid = mask.astype(bool)
+    edges = torch.as_tensor(king_edges(h, w, valid))
+    with torch.no_grad():
+        out = model(torch.as_tensor(x.reshape(t, h * w, f)), edges).numpy().reshape(h, w)
+    return np.where(valid, out, np.nan)
+
+
+def onnx_session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_parity(model: GcnGru, path: Path, tiles: list[tuple[np.ndarray, np.ndarray]],
+                 tolerance: float = PARITY_TOLERANCE_MM) -> ParityReport:
+    """Run PyG and ONNX on the same tiles; raise ``ExportError`` beyond ``tolerance`` [mm]."""
+    ops = graph_ops(path)
+    bad = ops & FORBIDDEN_OPS
+    if bad:
+        raise ExportError(f"{path}: the exported graph contains {sorted(bad)}; expected no scatter operations "
+                          "(they are slow on CPU and unsupported on CUDA at some opsets)")
+    session = onnx_session(path)
+    worst, compared = 0.0, 0
+    for x, mask in tiles:
+        expected = pyg_on_tile(model, x, mask)
+        got = session.run([OUTPUT_NAME], {"x": x[None].astype(np.float32), "mask": mask[None].astype(np.float32)})[0][0]
+        valid = mask.astype(bool)
+        diff = np.abs(got[valid] - expected[valid])
+        if not np.isfinite(diff).all():
+            raise ExportError(f"{path}: ONNX or PyG output is not finite on a parity tile")
+        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        compared += int(valid.sum())
+    if worst > tolerance:
+        raise ExportError(f"{path}: ONNX output differs from the PyG model by {worst:.3g} mm; "
+                          f"expected at most {tolerance:g} mm on {compared} cells; the model is not registered")
+    return ParityReport(worst, compared, tuple(sorted(ops)))
+
+
+def export_onnx(model: GcnGru, path: Path, *, window_days: int, features: tuple[str, ...],
+                parity_tiles: list[tuple[np.ndarray, np.ndarray]], metadata: dict | None = None) -> ParityReport:
+    """Export the gridded form (dynamic batch, height and width; T fixed) and prove parity.
+
+    The file is written to a temporary name and only renamed to ``path`` once the parity check
+    and the scatter check have passed.
+    """
+    model = model.eval().cpu()
+    grid = GridGcnGru(model).eval()
+    n_features = len(features)
+    # batch 2 in the example: torch.export specialises dimensions of size 1
+    example = (torch.zeros(2, window_days, 8, 8, n_features), torch.ones(2, 8, 8))
+    tmp = path.with_name(path.name + ".tmp")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    height = torch.export.Dim("height", min=3, max=8192)
+    width = torch.export.Dim("width", min=3, max=8192)
+    with torch.no_grad():
+        torch.onnx.export(grid, example, str(tmp), dynamo=True, input_names=list(INPUT_NAMES),
+                          output_names=[OUTPUT_NAME], opset_version=18, external_data=False,
+                          dynamic_shapes=({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width}))
+    proto = onnx.load(str(tmp))
+    meta = {"features": json.dumps(list(features)), "window_days": str(window_days),
+            "receptive_field": str(model.receptive_field), "units": "et: kg m-2 (mm) per day",
+            **{k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()}}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp))
+    try:
+        report = check_parity(model, tmp, parity_tiles)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    log.info("exported %s: parity %.2g mm over %d cells", path, report.max_abs_diff_mm, report.cells_compared)
+    return report
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

@@ -1,0 +1,96 @@
+"""The GCN-GRU: graph convolution (torch_geometric) on each day, a GRU over the window.
+
+Two forms share one set of weights:
+
+* ``GcnGru`` is trained on batches of station subgraphs with PyG's ``GCNConv`` (8-neighbour
+  graph of target cells plus self loops, symmetric normalisation);
+* ``GridGcnGru`` (training/export.py) runs the same layers on gridded tiles with a fixed 3x3
+  stencil, the form that is exported to ONNX without scatter operations.
+
+Inputs are raw physical features (etfuse.features.FEATURES) with NaN where a source is missing;
+the ``InputEncoder`` normalises them with constants fitted on the training split and appends one
+availability mask per feature, so the exported graph carries its own normalisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.nn import GCNConv
+
+
+class InputEncoder(nn.Module):
+    """``(..., F)`` raw features with NaN -> ``(..., 2F)``: normalised values (0 where missing) and masks."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        std = np.where(np.asarray(std) > 1e-6, std, 1.0)
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean.numel())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        missing = torch.isnan(x)
+        z = torch.where(missing, torch.zeros_like(x), (x - self.mean) / self.std)
+        return torch.cat([z, (~missing).to(x.dtype)], dim=-1)
+
+
+class GcnGru(nn.Module):
+    """Graph convolution per day, then a GRU over the days; non-negative daily ET [mm] out."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, *, hidden: int = 16, gcn_layers: int = 2) -> None:
+        super().__init__()
+        self.encoder = InputEncoder(mean, std)
+        widths = [2 * self.encoder.n_features] + [hidden] * gcn_layers
+        self.convs = nn.ModuleList(GCNConv(a, b, add_self_loops=True, normalize=True)
+                                   for a, b in zip(widths[:-1], widths[1:]))
+        self.gru = nn.GRU(hidden, hidden)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.hidden = hidden
+
+    @property
+    def receptive_field(self) -> int:
+        """Cells whose inputs reach a node's output: one per layer, plus one for the degrees."""
+        return len(self.convs) + 1
+
+    def spatial(self, z: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            z = torch.relu(conv(z, edge_index))
+        return z
+
+    def readout(self, sequence: torch.Tensor) -> torch.Tensor:
+        """``(T, N, hidden)`` -> ET of the last day ``(N,)`` [mm day-1], softplus-positive."""
+        out, _ = self.gru(sequence)
+        return nn.functional.softplus(self.head(out[-1])).squeeze(-1)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(T, N, F)`` raw features of N graph nodes over T days; ``edge_index``: ``(2, E)``."""
+        days = [self.spatial(self.encoder(x[t]), edge_index) for t in range(x.shape[0])]
+        return self.readout(torch.stack(days))
+
+
+def king_edges(height: int, width: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """Directed edges between 8-neighbours of a ``height x width`` block (row-major node ids).
+
+    Cells where ``valid`` is False have no edges, so they influence nothing (as masked cells in
+    the grid form).
+    """
+    ids = np.arange(height * width).reshape(height, width)
+    ok = np.ones((height, width), dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(height, width)
+    src, dst = [], []
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            r0, r1 = max(0, -dr), height - max(0, dr)
+            c0, c1 = max(0, -dc), width - max(0, dc)
+            a = ids[r0:r1, c0:c1]
+            b = ids[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+            keep = ok[r0:r1, c0:c1] & ok[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+            src.append(a[keep])
+            dst.append(b[keep])
+    return np.stack([np.concatenate(src), np.concatenate(dst)]).astype(np.int64)

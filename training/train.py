@@ -1,0 +1,155 @@
+"""Training loop: station subgraph batches, random source dropout, early stopping, determinism."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from etfuse.features import FEATURES
+from training.model import GcnGru, king_edges
+from training.samples import SampleSet, Split
+
+log = logging.getLogger(__name__)
+
+_F = {name: k for k, name in enumerate(FEATURES)}
+
+
+def pick_device(preference: str) -> torch.device:
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("training.device is 'cuda' but no CUDA device is usable here")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class PatchBatcher:
+    """Turns (station, day) keys into PyG batches: ``x (T, B*P, F)``, ``edge_index``, targets."""
+
+    def __init__(self, samples: SampleSet, device: torch.device) -> None:
+        self.samples = samples
+        self.device = device
+        size = samples.patch_size
+        self.cells = size * size
+        self.edges = [king_edges(size, size, valid) for valid in samples.patch_valid]
+
+    def window(self, s: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = self.samples.window_days
+        days = d[:, None] - np.arange(t - 1, -1, -1)[None, :]                         # (B, T)
+        return (self.samples.features[s[:, None], days], self.samples.lst_modis[s[:, None], days],
+                self.samples.lst_skt[s[:, None], days])
+
+    @staticmethod
+    def drop_sources(x: np.ndarray, lst_modis: np.ndarray, lst_skt: np.ndarray, drop: dict[str, np.ndarray]) -> np.ndarray:
+        """Make a sample look as if a source had not arrived, as operations would see it.
+
+        ``x (B, T, P, F)``; ``drop[source]`` is a boolean per sample.  Without MODIS the LST falls
+        back to ERA5-Land skt (flagged); without ERA5-Land that fallback is gone too.
+        """
+        x = x.copy()
+        g, m, e = (drop.get(k, np.zeros(len(x), bool)) for k in ("gleam", "modis", "era5land"))
+        x[g, ..., _F["gleam_et"]] = np.nan
+        x[e, ..., _F["era5land_et"]] = np.nan
+        x[e, ..., _F["net_radiation"]] = np.nan
+        skt = np.where(e[:, None, None], np.nan, lst_skt)
+        modis = np.where(m[:, None, None], np.nan, lst_modis)
+        lst = np.where(np.isfinite(modis), modis, skt)
+        flag = np.where(np.isfinite(modis), 0.0, np.where(np.isfinite(skt), 1.0, np.nan))
+        changed = g | m | e
+        x[changed, ..., _F["lst"]] = lst[changed]
+        x[changed, ..., _F["lst_from_skt"]] = flag[changed]
+        return x
+
+    def batch(self, keys: pd.DataFrame, *, rng: np.random.Generator | None = None,
+              dropout: dict[str, float] | None = None, drop: dict[str, np.ndarray] | None = None):
+        s = keys["s"].to_numpy()
+        d = keys["d"].to_numpy()
+        x, lst_modis, lst_skt = self.window(s, d)
+        if rng is not None and dropout:
+            drop = {src: rng.random(len(s)) < p for src, p in dropout.items() if p > 0}
+        if drop:
+            x = self.drop_sources(x, lst_modis, lst_skt, drop)
+        b, t, p, f = x.shape
+        edge_index = np.concatenate([self.edges[si] + k * p for k, si in enumerate(s)], axis=1)
+        x_t = torch.as_tensor(np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(t, b * p, f)), device=self.device)
+        y = torch.as_tensor(self.samples.targets[s, d], device=self.device)
+        centre = torch.arange(b, device=self.device) * p + self.samples.centre
+        return x_t, torch.as_tensor(edge_index, device=self.device), y, centre
+
+
+@dataclass
+class FitResult:
+    model: GcnGru
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+def fit(samples: SampleSet, split: Split, norm: dict, settings,
+        progress: Callable[[int, int, float, float], None] | None = None) -> FitResult:
+    """Train a GCN-GRU on ``split.train`` with early stopping on ``split.validation``."""
+    cfg = settings.training
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    rng = np.random.default_rng(cfg.seed)
+    model = GcnGru(np.array(norm["mean"]), np.array(norm["std"]), hidden=cfg.hidden, gcn_layers=cfg.gcn_layers).to(device)
+    if samples.patch_size // 2 < model.receptive_field:
+        raise ValueError(f"training.patch_radius {samples.patch_size // 2} is smaller than the model's receptive "
+                         f"field {model.receptive_field}; station outputs would depend on the patch border")
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    batcher = PatchBatcher(samples, device)
+    dropout = {"gleam": cfg.dropout_gleam, "modis": cfg.dropout_modis, "era5land": cfg.dropout_era5land}
+    best, best_state, best_epoch, stale = np.inf, None, 0, 0
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = rng.permutation(len(split.train))
+        losses = []
+        for start in range(0, len(order), cfg.batch_size):
+            keys = split.train.iloc[order[start:start + cfg.batch_size]]
+            x, edges, y, centre = batcher.batch(keys, rng=rng, dropout=dropout)
+            optimiser.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x, edges)[centre], y)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss))
+        val_rmse = float(np.sqrt(np.mean((predict(model, batcher, split.validation) - samples.targets[
+            split.validation["s"], split.validation["d"]]) ** 2)))
+        history.append({"epoch": epoch, "train_mse": float(np.mean(losses)), "validation_rmse": val_rmse})
+        if progress:
+            progress(epoch, cfg.epochs, float(np.mean(losses)), val_rmse)
+        if val_rmse < best - 1e-4:
+            best, best_state, best_epoch, stale = val_rmse, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    return FitResult(model.eval().cpu(), history, best_epoch, time.perf_counter() - t0)
+
+
+def predict(model: GcnGru, batcher: PatchBatcher, keys: pd.DataFrame, *, drop_source: str | None = None,
+            batch_size: int = 512) -> np.ndarray:
+    """Fused ET [mm] at the station node of each key; ``drop_source`` removes a source everywhere."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(keys), batch_size):
+            part = keys.iloc[start:start + batch_size]
+            drop = {drop_source: np.ones(len(part), bool)} if drop_source else None
+            x, edges, _, centre = batcher.batch(part, drop=drop)
+            out.append(model(x, edges)[centre].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
