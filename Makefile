@@ -13,13 +13,15 @@ export ORT_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: help install demo test test-fast test-slow lock clean
+.PHONY: help install demo lint test test-fast test-slow lock clean
 
 help:
 	@echo "make demo       set up .venv and run the demo on embedded defaults"
 	@echo "make test       set up .venv and run the whole test suite (what CI runs)"
 	@echo "make test-fast  the suite without tests marked slow"
+	@echo "make lint       pyflakes-level checks (ruff); part of make test"
 	@echo "make lock       re-resolve requirements/constraints.txt from pyproject.toml"
 	@echo "make clean      remove .venv and runtime state under var/"
 
@@ -36,7 +38,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: $(STAMP)
 	$(BIN)/etfuse demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check etfuse training serving flows tests bench
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

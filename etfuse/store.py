@@ -58,6 +58,13 @@ CREATE TABLE IF NOT EXISTS station_obs_history (
     sha256 TEXT NOT NULL, revision INTEGER NOT NULL, file_name TEXT, file_sha256 TEXT, stored_at TEXT NOT NULL,
     superseded_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS station_obs_day ON station_obs (source, day);
+CREATE TABLE IF NOT EXISTS deliveries (
+    sha256 TEXT NOT NULL, file_name TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
+    kept_as TEXT, days TEXT, detail TEXT, processed_at TEXT NOT NULL,
+    PRIMARY KEY (sha256, file_name, source));
+CREATE TABLE IF NOT EXISTS reprocess (
+    day TEXT NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL, marked_at TEXT NOT NULL, done_at TEXT,
+    PRIMARY KEY (day, source, reason, marked_at));
 """
 
 
@@ -322,6 +329,53 @@ class HarmonisedStore:
             frame = pd.read_sql_query(query + " ORDER BY source, station_id, day", db, params=args)
         frame["date"] = pd.to_datetime(frame.pop("day"))
         return frame[["source", "station_id", "date", "lat", "lon", "elevation_m", "et_mm", "extras", "revision"]]
+
+    # ------------------------------------------------------------------ deliveries and reprocessing
+    def record_delivery(self, *, sha256: str, file_name: str, source: str, status: str, kept_as: str | None,
+                        days: Sequence[str] = (), detail: dict | None = None) -> None:
+        """What became of one provider file: accepted (archived), quarantined, duplicate, released."""
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?,?)",
+                       (sha256, file_name, source, status, kept_as, json.dumps(list(days)),
+                        json.dumps(detail or {}, default=str), _now()))
+
+    def delivery(self, sha256: str, source: str | None = None) -> dict | None:
+        """The latest record of a file with this content (any name), or None."""
+        query = "SELECT sha256, file_name, source, status, kept_as, days, detail, processed_at FROM deliveries WHERE sha256=?"
+        args: list = [sha256]
+        if source:
+            query += " AND source=?"
+            args.append(source)
+        with self._db() as db:
+            row = db.execute(query + " ORDER BY processed_at DESC LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        keys = ("sha256", "file_name", "source", "status", "kept_as", "days", "detail", "processed_at")
+        rec = dict(zip(keys, row))
+        rec["days"], rec["detail"] = json.loads(rec["days"]), json.loads(rec["detail"])
+        return rec
+
+    def deliveries(self) -> pd.DataFrame:
+        with self._db() as db:
+            return pd.read_sql_query("SELECT * FROM deliveries ORDER BY processed_at", db)
+
+    def mark_reprocess(self, days: Sequence[str | pd.Timestamp], *, source: str, reason: str) -> None:
+        """Product days whose inputs changed (a revision) and must be computed again."""
+        now = _now()
+        with self._db() as db:
+            db.executemany("INSERT OR IGNORE INTO reprocess VALUES (?,?,?,?,NULL)",
+                           [(f"{pd.Timestamp(d):%Y-%m-%d}", source, reason, now) for d in days])
+
+    def pending_reprocess(self) -> pd.DataFrame:
+        with self._db() as db:
+            return pd.read_sql_query("SELECT day, source, reason, marked_at FROM reprocess WHERE done_at IS NULL "
+                                     "ORDER BY day", db)
+
+    def reprocess_done(self, days: Sequence[str | pd.Timestamp]) -> None:
+        now = _now()
+        with self._db() as db:
+            db.executemany("UPDATE reprocess SET done_at=? WHERE day=? AND done_at IS NULL",
+                           [(now, f"{pd.Timestamp(d):%Y-%m-%d}") for d in days])
 
     # ------------------------------------------------------------------ history and summary
     def revisions(self, source: str | None = None) -> pd.DataFrame:

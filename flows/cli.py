@@ -15,9 +15,12 @@ from typing import Annotated, Optional
 import typer
 
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
+from flows import cli_models
 
-TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+#: Defaults for the process environment: telemetry off (this machine is offline), and a generous start-up
+#: time for Prefect's ephemeral server, which can exceed its 20 s default on a loaded 2-core box.
+RUNTIME_ENV = {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
 
 app = typer.Typer(
     name="etfuse", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -116,8 +119,105 @@ def demo(
     run_demo(settings(region="test", **overrides), days=days, echo=typer.echo)
 
 
+quarantine_app = typer.Typer(no_args_is_help=True, help="Files that failed reading or validation.")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(cli_models.app, name="models", help="Registered model versions: list, show, promote, rollback, history.")
+
+
+def _print_outcomes(report: dict) -> None:
+    for o in report["outcomes"]:
+        extra = o["reason"].get("error") if o.get("reason") and o["reason"].get("stage") == "read" else ""
+        if o.get("reason") and o["reason"].get("stage") == "validation":
+            extra = ", ".join(x["check"] for x in o["reason"]["outcomes"] if not x["success"])
+        changes = " ".join(f"{k}:{v}" for k, v in o["changes"].items())
+        typer.echo(f"  {o['status']:<12} {o['source']}/{o['file']}  {changes}  {extra}  {' '.join(o['alerts'])}".rstrip())
+    for line in report.get("skipped", []):
+        typer.echo(f"  skipped      {line}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())) or "nothing new"
+    typer.echo(f"ingest: {counts}")
+
+
+@app.command()
+def ingest(
+    direct: Annotated[bool, typer.Option("--direct", help="Run without Prefect (no flow run is recorded).")] = False,
+) -> None:
+    """Ingest every new file in landing/<source>/: validate, then accept or quarantine, and alert.
+
+    Accepted files are archived under archive/<source>/<day>/, their days written to the
+    harmonised store; refused files go to quarantine/<source>/ with <name>.reason.json.
+    Running it again over the same files changes nothing.
+    """
+    s = settings()
+    if direct:
+        from etfuse.ingest import ingest_all
+        report = ingest_all(s).to_json()
+    else:
+        from flows.ingest import ingest_flow
+        report = ingest_flow(config=str(_state["config"]) if _state["config"] else None, home=str(s.home))
+    _print_outcomes(report)
+
+
+@quarantine_app.command("list")
+def quarantine_list() -> None:
+    """Quarantined files: source, name, when, the stage that refused them and why."""
+    from etfuse.ingest import quarantined
+    rows = quarantined(settings())
+    if not rows:
+        typer.echo("quarantine is empty")
+        return
+    for r in rows:
+        typer.echo(f"{r['source']}/{r['file']}  {r['quarantined_at']}  {r['stage']}: {r['why']}"
+                   + (f"  report: {r['report']}" if r["report"] else ""))
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    file: Annotated[str, typer.Argument(help="Name of the quarantined file (as `quarantine list` shows it).")],
+) -> None:
+    """Move a quarantined file back to landing (after a fix) and ingest it again at once."""
+    from etfuse.ingest import IngestContext, ingest_file, release
+    s = settings()
+    lf = release(s, file)
+    ctx = IngestContext.create(s)
+    outcome = ingest_file(lf, ctx)
+    ctx.dispatcher.flush()
+    _print_outcomes({"outcomes": [outcome.to_json()], "counts": {outcome.status: 1}})
+    if outcome.status == "quarantined":
+        raise typer.Exit(3)
+
+
+@app.command()
+def train(
+    start: Annotated[Optional[str], typer.Option(help="First day of data to use (default: all stored).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Last day of data to use.")] = None,
+    no_register: Annotated[bool, typer.Option("--no-register", help="Train and evaluate only; log nothing to MLflow.")] = False,
+) -> None:
+    """Train a GCN-GRU on the harmonised store, evaluate it on held-out stations, export ONNX,
+    register it in MLflow as `challenger` and promote it to `champion` if it passes the gate."""
+    from training.pipeline import format_table, run_training
+    s = settings()
+    registry = None
+    if not no_register:
+        from training.registry import ModelRegistry
+        registry = ModelRegistry(s)
+    outcome = run_training(s, registry=registry, actor=_actor(), start=start, end=end, echo=typer.echo)
+    typer.echo("\nheld-out stations, same station-days for every model:")
+    typer.echo(format_table(outcome.table))
+    if outcome.version is not None:
+        typer.echo(f"\nregistered version {outcome.version}; gate: {outcome.decision.summary()}")
+
+
+def _actor() -> str:
+    import getpass
+    import socket
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # noqa: BLE001
+        return "cli"
+
+
 def main() -> None:
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in RUNTIME_ENV.items():
         os.environ.setdefault(key, value)
     try:
         app()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 for _key, _value in {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
+                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
     os.environ.setdefault(_key, _value)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +17,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 def realdata_dir() -> Path:
     return Path(os.environ.get("ETFUSE_REALDATA", REPO.parent / "shared" / "realdata"))
+
+
+def realdata_file(*parts: str) -> Path:
+    """A real provider sample under ../shared/realdata (or ETFUSE_REALDATA); skips when it is absent."""
+    path = realdata_dir().joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"real provider sample not present: {path} (set ETFUSE_REALDATA to the realdata folder)")
+    return path
+
+
+def _clear_etfuse_environment(monkeypatch) -> None:
+    for key in [k for k in os.environ if k.startswith("ETFUSE_") and k != "ETFUSE_REALDATA"]:
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    """Default settings only: no ETFUSE_* variable (other than ETFUSE_REALDATA) leaks into load_settings()."""
+    _clear_etfuse_environment(monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +49,7 @@ def realdata() -> Path:
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     """Settings for the test region on a fresh ETFUSE_HOME, with no config file or ETFUSE_* leaking in."""
-    for key in list(os.environ):
-        if key.startswith("ETFUSE_") and key != "ETFUSE_REALDATA":
-            monkeypatch.delenv(key)
+    _clear_etfuse_environment(monkeypatch)
     from etfuse.settings import load_settings
     return load_settings(home=tmp_path / "home", region="test")
 
@@ -52,11 +70,31 @@ def small_world(tmp_path_factory) -> Path:
 @pytest.fixture
 def small_settings(tmp_path, monkeypatch):
     """Settings whose region is the small world's bbox."""
-    for key in list(os.environ):
-        if key.startswith("ETFUSE_") and key != "ETFUSE_REALDATA":
-            monkeypatch.delenv(key)
+    _clear_etfuse_environment(monkeypatch)
     from etfuse.settings import load_settings
     w, s, e, n = SMALL_WORLD["bbox"]
     return load_settings(home=tmp_path / "home", region={"name": "small", "lon_min": w, "lon_max": e, "lat_min": s,
                                                           "lat_max": n, "resolution_deg": SMALL_WORLD["resolution_deg"],
                                                           "margin_deg": SMALL_WORLD["margin_deg"]})
+
+
+@pytest.fixture(scope="session")
+def two_year_store(tmp_path_factory):
+    """A two-year synthetic world over the test region, harmonised into a store (slow: ~90 s).
+
+    Returns (settings, world folder).  Harmonised directly (no validation) to keep it quick; the
+    ingest path has its own tests.
+    """
+    from etfuse.harmonise import harmonise_into_store
+    from etfuse.settings import load_settings
+    from etfuse.store import HarmonisedStore
+    from etfuse.synth.world import WorldSpec, generate
+    home = tmp_path_factory.mktemp("two_years")
+    world = home / "world"
+    settings = load_settings(home=home, region="test", static={"elevation_file": str(world / "static" / "elevation.nc")})
+    generate(world, WorldSpec(bbox=settings.region.bbox, start="2020-01-01", end="2021-12-31", seed=1))
+    store = HarmonisedStore(settings.harmonised)
+    for source in ("era5land", "gleam", "modis", "cma", "stations"):
+        for path in sorted((world / "landing" / source).glob("*")):
+            harmonise_into_store(source, path, store, settings=settings)
+    return settings, world

@@ -13,8 +13,11 @@ from the PyG model by more than the tolerance.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,9 +142,10 @@ def export_onnx(model: GcnGru, path: Path, *, window_days: int, features: tuple[
     batch = torch.export.Dim("batch", min=1, max=4096)
     height = torch.export.Dim("height", min=3, max=8192)
     width = torch.export.Dim("width", min=3, max=8192)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")          # the exporter's notes on dynamic axis names
         torch.onnx.export(grid, example, str(tmp), dynamo=True, input_names=list(INPUT_NAMES),
-                          output_names=[OUTPUT_NAME], opset_version=18, external_data=False,
+                          output_names=[OUTPUT_NAME], opset_version=18, external_data=False, verbose=False,
                           dynamic_shapes=({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width}))
     proto = onnx.load(str(tmp))
     meta = {"features": json.dumps(list(features)), "window_days": str(window_days),

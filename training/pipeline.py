@@ -19,7 +19,7 @@ from etfuse.features import FEATURES
 from etfuse.store import HarmonisedStore
 from training.evaluate import heldout_frame, plots, score_table, summary_metrics
 from training.export import export_onnx, onnx_session
-from training.samples import SampleSet, Split, build_samples, normalisation, split_samples
+from training.samples import SampleSet, build_samples, normalisation, split_samples
 from training.train import FitResult, PatchBatcher, fit, predict
 
 log = logging.getLogger(__name__)
@@ -169,12 +169,13 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
             onnx_example={k: v[:1] for k, v in zip(("x", "mask"), patch_tiles(samples, keys.iloc[:1]))},
             heldout=frame[["station_id", "date", "set"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")),
         )
+        from training.registry import heldout_fingerprint
         info = registry.log_and_register(record)
         version = info.version
         decision = registry.gate(version, candidate_rmse=metrics["heldout_fused_rmse"],
                                  champion_rmse=metrics.get("heldout_champion_rmse"),
                                  gleam_rmse=metrics["heldout_gleam_rmse"], era5land_rmse=metrics["heldout_era5land_rmse"],
-                                 actor=actor)
+                                 actor=actor, heldout_sha256=heldout_fingerprint(record.heldout))
         timings["register"] = time.perf_counter() - t
         del torch
     return TrainingOutcome(version, decision, metrics, table, by_set, result, onnx_path, timings)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import traceback
 import uuid
 from pathlib import Path, PurePath
 from typing import Any, Iterable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+from etfuse.jsonutil import to_jsonable
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
@@ -45,31 +46,6 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 def iso_utc(value: dt.datetime) -> str:
     """``2021-06-01T10:00:00Z`` (microseconds only when present), the format of every time we write."""
     return as_utc(value).isoformat().replace("+00:00", "Z")
-
-
-def to_jsonable(value: Any) -> Any:
-    """A JSON-serialisable copy: numpy scalars/arrays, dates, paths, sets, NaN (-> None) handled."""
-    if value is None or isinstance(value, (bool, str, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((to_jsonable(v) for v in value), key=str)
-    if isinstance(value, dt.datetime):
-        return iso_utc(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, PurePath):
-        return str(value)
-    if hasattr(value, "tolist") and hasattr(value, "dtype"):      # numpy scalar or array
-        return to_jsonable(value.tolist())
-    if isinstance(value, BaseModel):
-        return to_jsonable(value.model_dump(mode="json"))
-    return str(value)
 
 
 def iso_day(value: Any) -> str:

@@ -35,7 +35,8 @@ import xarray as xr
 from etfuse.errors import SourceFormatError
 from etfuse.sources import register
 from etfuse.sources.common import region_bbox
-from etfuse.sources.stations import clip_to_box, date_column, numeric_column, point_dataset, read_text
+from etfuse.sources.stations import (clip_to_box, date_column, known_outside, numeric_column, point_dataset,
+                                     read_text)
 from etfuse.stations_meta import degree_minutes_to_degrees
 
 log = logging.getLogger(__name__)
@@ -300,8 +301,10 @@ def _coefficient_note(settings) -> str:
 def read_cma(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
     """Station-day actual ET [kg m-2] from CMA pan evaporation files, as a CF point dataset."""
     box = region_bbox(settings, bbox)
-    parts = [clip_to_box(read_cma_file(p, settings), box, p).assign(_file=str(p)) for p in paths]
+    raw = [read_cma_file(p, settings) for p in paths]
+    parts = [clip_to_box(frame, box, p).assign(_file=str(p)) for frame, p in zip(raw, paths)]
     ds = point_dataset(pd.concat(parts, ignore_index=True), source="cma", paths=paths, extras=EXTRAS,
+                       known_stations_outside_region=known_outside(raw, box),
                        day_definition=DAY_DEFINITION, pan_coefficients=_coefficient_note(settings),
                        title="CMA station evapotranspiration from pan evaporation, harmonised by etfuse")
     ds["time"].attrs["long_name"] = "CMA observation day (20:00 to 20:00 Beijing time), labelled at 00:00 of its date"

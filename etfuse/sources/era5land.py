@@ -280,7 +280,6 @@ def daily(ds: xr.Dataset, path: Path) -> xr.Dataset:
         for name in rule.inputs:
             require_units(ds[name], rule.units, path, name)
 
-    out: dict[str, pd.Series] = {}
     fields: dict[str, dict[pd.Timestamp, np.ndarray]] = {}
     day_streams: dict[pd.Timestamp, set[str]] = {}
     for name, rule in present.items():

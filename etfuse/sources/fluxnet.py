@@ -25,7 +25,8 @@ import xarray as xr
 from etfuse.errors import SourceFormatError
 from etfuse.sources import register
 from etfuse.sources.common import region_bbox
-from etfuse.sources.stations import clip_to_box, date_column, numeric_column, point_dataset, read_text
+from etfuse.sources.stations import (clip_to_box, date_column, known_outside, numeric_column, point_dataset,
+                                     read_text)
 from etfuse.stations_meta import fluxnet_sites
 
 FILL = -9999.0
@@ -127,8 +128,10 @@ def _fluxnet_frame(path: Path) -> pd.DataFrame:
 def read_fluxnet(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
     """Daily actual ET [kg m-2] at FLUXNET2015 sites, as a CF point dataset."""
     box = region_bbox(settings, bbox)
-    parts = [clip_to_box(_fluxnet_frame(p), box, p).assign(_file=str(p)) for p in paths]
+    raw = [_fluxnet_frame(p) for p in paths]
+    parts = [clip_to_box(frame, box, p).assign(_file=str(p)) for frame, p in zip(raw, paths)]
     ds = point_dataset(pd.concat(parts, ignore_index=True), source="fluxnet", paths=paths, extras=EXTRAS,
+                       known_stations_outside_region=known_outside(raw, box),
                        day_definition=DAY_DEFINITION,
                        title="FLUXNET2015 daily evapotranspiration from latent heat flux, harmonised by etfuse")
     ds["et"].attrs["comment"] = ("et = LE_F_MDS * 86400 / lambda, lambda = (2.501 - 0.002361 * TA_F) * 1e6 J kg-1 "

@@ -118,6 +118,24 @@ def clip_to_box(frame: pd.DataFrame, box: tuple[float, float, float, float], pat
     return frame.loc[inside]
 
 
+def known_outside(frames: Sequence[pd.DataFrame], box: tuple[float, float, float, float]) -> str:
+    """Ids of stations the project knows (facts tables) that a file places outside ``box``.
+
+    A national file legitimately holds hundreds of stations outside Qinghai, which are dropped;
+    a Qinghai station among them means its coordinates are wrong, which validation reports.
+    """
+    from etfuse.stations_meta import known_locations
+    west, south, east, north = box
+    known = set(known_locations().index.astype(str))
+    ids: set[str] = set()
+    for frame in frames:
+        lat = frame["lat"].to_numpy(dtype=np.float64)
+        lon = frame["lon"].to_numpy(dtype=np.float64)
+        outside = ~((lon >= west) & (lon <= east) & (lat >= south) & (lat <= north))
+        ids |= set(frame.loc[outside, "station_id"].astype(str)) & known
+    return ",".join(sorted(ids))
+
+
 def _drop_repeats(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (station_id, time): identical repeats collapse, conflicting ones are an error."""
     key = ["station_id", "time"]
@@ -231,10 +249,8 @@ def _fill_locations(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 def read_station_table(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
     """Measured daily actual ET [mm] from plain station tables, as a CF point dataset."""
     box = region_bbox(settings, bbox)
-    parts = []
-    for path in paths:
-        frame = clip_to_box(_table_frame(path), box, path)
-        parts.append(frame.assign(_file=str(path)))
-    frame = pd.concat(parts, ignore_index=True)
-    return point_dataset(frame, source="stations", paths=paths,
+    raw = [_table_frame(path) for path in paths]
+    parts = [clip_to_box(frame, box, path).assign(_file=str(path)) for frame, path in zip(raw, paths)]
+    return point_dataset(pd.concat(parts, ignore_index=True), source="stations", paths=paths,
+                         known_stations_outside_region=known_outside(raw, box),
                          title="Station measurements of daily actual evapotranspiration harmonised by etfuse")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +31,7 @@ import xarray as xr
 from scipy import ndimage
 
 from etfuse.grid import TargetGrid, bilinear_map
+from etfuse.jsonutil import to_jsonable
 from etfuse.stations_meta import cma_stations, fluxnet_sites
 from etfuse.synth.writers_grids import write_era5land_cds_netcdf, write_gleam_year
 from etfuse.synth.writers_modis import write_mod11a1_geotiff
@@ -344,7 +345,7 @@ class World:
         written["stations"] = self._write_site_table(landing / "stations", pd.DataFrame(site_rows))
         pd.DataFrame(station_rows).to_csv(truth_dir / "stations_truth.csv", index=False)
         written["truth"].extend(self._write_static(out, region_rows, region_cols))
-        manifest = {"spec": _jsonable(asdict(spec)), "files": written,
+        manifest = {"spec": to_jsonable(asdict(spec)), "files": written,
                     "stations": self.stations["station_id"].tolist(),
                     "region_shape": list(self.region.shape)}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -477,14 +478,6 @@ class World:
         name = f"station_et_{table['date'].min().replace('-', '')}_{table['date'].max().replace('-', '')}.csv"
         write_station_table(folder / name, table)
         return [name]
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def generate(out: Path, spec: WorldSpec, progress: Callable[[int, int], None] | None = None) -> dict:

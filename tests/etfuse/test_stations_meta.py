@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,15 +10,8 @@ import xarray as xr
 
 from etfuse.stations_meta import (FRAME_COLUMNS, cma_stations, degree_minutes_to_degrees,
                                   degrees_to_degree_minutes, fluxnet_sites, known_locations, stations_to_frame)
+from tests.conftest import realdata_file
 
-
-def _realdata(*parts: str) -> Path:
-    env = os.environ.get("ETFUSE_REALDATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
-    path = root.joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"../shared/realdata not present: {path}")
-    return path
 
 
 def test_degree_minutes_to_degrees():
@@ -66,7 +57,7 @@ def test_known_locations_union():
 @pytest.mark.realdata
 def test_facts_table_matches_the_national_list():
     """The shipped decimal coordinates are the national list's degree-minutes, converted."""
-    national = pd.read_csv(_realdata("cma", "national_station_list_2016.csv"))
+    national = pd.read_csv(realdata_file("cma", "national_station_list_2016.csv"))
     qinghai = national[national["prov"] == "青海"]
     qinghai = qinghai.set_index(qinghai["site"].astype(str))
     facts = cma_stations().set_index("station_id")

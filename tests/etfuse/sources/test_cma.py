@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +14,16 @@ from etfuse.errors import NoOverlapError, SourceFormatError
 from etfuse.settings import load_settings
 from etfuse.sources import get_reader, read_source
 from etfuse.synth.writers_stations import cma_evp_file_name, write_cma_evp_month
+from tests.conftest import realdata_file
 
 CHINA = (70.0, 15.0, 140.0, 55.0)
 TIDIED = "mete840_SURF_CLI_CHN_MUL_DAY_V3_1951_tidied.csv"
 
 
 @pytest.fixture(autouse=True)
-def _no_etfuse_environment(monkeypatch):
-    """Default settings only: no ETFUSE_* variable (other than ETFUSE_REALDATA) leaks into load_settings()."""
-    for key in [k for k in os.environ if k.startswith("ETFUSE_") and k != "ETFUSE_REALDATA"]:
-        monkeypatch.delenv(key)
+def _no_etfuse_environment(clean_environment):
+    """Default settings only in this module."""
 
-
-def _realdata(*parts: str) -> Path:
-    env = os.environ.get("ETFUSE_REALDATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[3] / ".." / "shared" / "realdata"
-    path = root.joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"../shared/realdata not present: {path}")
-    return path
 
 
 def _row(ds, station: str, day: str) -> dict:
@@ -67,7 +57,7 @@ def _read(path, **settings):
 # --------------------------------------------------------------------------- real sample
 @pytest.mark.realdata
 def test_real_tidied_csv_decodes_station_days_by_hand():
-    path = _realdata("cma", TIDIED)
+    path = realdata_file("cma", TIDIED)
     ds = read_source("cma", path, settings=load_settings(), bbox=CHINA)
     raw = pd.read_csv(path, usecols=["site", "date", "ET_sml", "ET_big", "QC_ET_sml", "QC_ET_big"])
     assert ds.sizes["obs"] == len(raw) == 42993
@@ -113,7 +103,7 @@ def test_real_tidied_csv_decodes_station_days_by_hand():
 @pytest.mark.realdata
 def test_real_station_coordinates_change_per_row():
     """56146 (Ganzi) reports elevation 3522.0 m until September and 3320.0 m in October 1951."""
-    ds = read_source("cma", _realdata("cma", TIDIED), settings=load_settings(), bbox=CHINA)
+    ds = read_source("cma", realdata_file("cma", TIDIED), settings=load_settings(), bbox=CHINA)
     assert _row(ds, "56146", "1951-01-01")["elevation_m"] == pytest.approx(3522.0)
     assert _row(ds, "56146", "1951-10-01")["elevation_m"] == pytest.approx(3320.0)
     # 51573 (Turpan) moved between July and September: lat 42°55' -> 43°00'
@@ -123,7 +113,7 @@ def test_real_station_coordinates_change_per_row():
 
 @pytest.mark.realdata
 def test_real_sample_clipped_to_default_region():
-    path = _realdata("cma", TIDIED)
+    path = realdata_file("cma", TIDIED)
     settings = load_settings()
     ds = read_source("cma", path, settings=settings)
     raw = pd.read_csv(path, usecols=["site", "long", "lat"])
@@ -155,7 +145,7 @@ def _tidied_to_raw_txt(csv: Path, folder: Path) -> list[Path]:
 
 @pytest.mark.realdata
 def test_raw_txt_layout_reads_like_the_tidied_csv(tmp_path):
-    csv = _realdata("cma", TIDIED)
+    csv = realdata_file("cma", TIDIED)
     paths = _tidied_to_raw_txt(csv, tmp_path)
     assert len(paths) == 10
     settings = load_settings()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,15 @@ from etfuse.errors import NoOverlapError, SourceFormatError
 from etfuse.settings import load_settings
 from etfuse.sources import get_reader, read_source
 from etfuse.synth.writers_stations import FLUXNET_HEADER, fluxnet_daily_file_name, write_fluxnet_daily
+from tests.conftest import realdata_file
 
 HAM = "FLX_CN-HaM_FLUXNET2015_FULLSET_DD_2002-2004_1-4.csv"
 
 
 @pytest.fixture(autouse=True)
-def _no_etfuse_environment(monkeypatch):
-    """Default settings only: no ETFUSE_* variable (other than ETFUSE_REALDATA) leaks into load_settings()."""
-    for key in [k for k in os.environ if k.startswith("ETFUSE_") and k != "ETFUSE_REALDATA"]:
-        monkeypatch.delenv(key)
+def _no_etfuse_environment(clean_environment):
+    """Default settings only in this module."""
 
-
-def _realdata(*parts: str) -> Path:
-    env = os.environ.get("ETFUSE_REALDATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[3] / ".." / "shared" / "realdata"
-    path = root.joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"../shared/realdata not present: {path}")
-    return path
 
 
 def _et(le: float, t: float | None) -> float:
@@ -46,7 +36,7 @@ def _read(path, **kw):
 
 @pytest.mark.realdata
 def test_real_cn_ham_daily_file():
-    path = _realdata("fluxnet", HAM)
+    path = realdata_file("fluxnet", HAM)
     ds = _read(path)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from etfuse.sources import get_reader, read_source, reader_names
 from etfuse.sources.modis import qc_mask, read_modis, read_tile, resample_tiles
 from etfuse.synth.writers_modis import (mod11a1_name, sinusoidal_tile_latlon, write_mod11a1_geotiff,
                                         write_mod11a1_hdf)
+from tests.conftest import realdata_dir
 
 R = 6371007.181                      # MODIS sinusoidal sphere [m]
 T = 2 * math.pi * R / 36             # tile size [m]
@@ -25,12 +25,8 @@ N = 1200
 DAY = "2020-07-01"
 
 
-def _realdata() -> Path:
-    env = os.environ.get("ETFUSE_REALDATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / ".." / "shared" / "realdata"
 
-
-REAL_TILE = _realdata() / "modis" / "MOD11A1.hdf"
+REAL_TILE = realdata_dir() / "modis" / "MOD11A1.hdf"
 
 
 def _settings(**modis) -> Settings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from importlib import resources
 
 import numpy as np
@@ -24,10 +23,8 @@ def _facts(name: str, key: str) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(autouse=True)
-def _no_etfuse_environment(monkeypatch):
-    """Default settings only: no ETFUSE_* variable (other than ETFUSE_REALDATA) leaks into load_settings()."""
-    for key in [k for k in os.environ if k.startswith("ETFUSE_") and k != "ETFUSE_REALDATA"]:
-        monkeypatch.delenv(key)
+def _no_etfuse_environment(clean_environment):
+    """Default settings only in this module."""
 
 
 def _read(path, **kw):

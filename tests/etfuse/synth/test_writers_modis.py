@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 
@@ -13,14 +12,11 @@ import pytest
 from etfuse.synth.writers_modis import (SPHERE_RADIUS_M, TILE_SIZE_M, doy_name, mod11a1_name,
                                         sinusoidal_tile_latlon, tile_bounds_m, write_mod11a1_geotiff,
                                         write_mod11a1_hdf)
+from tests.conftest import realdata_dir
 
 
-def _realdata() -> Path:
-    env = os.environ.get("ETFUSE_REALDATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / ".." / "shared" / "realdata"
 
-
-REAL_TILE = _realdata() / "modis" / "MOD11A1.hdf"
+REAL_TILE = realdata_dir() / "modis" / "MOD11A1.hdf"
 needs_real = pytest.mark.skipif(not REAL_TILE.is_file(), reason=f"real MOD11A1 tile not available at {REAL_TILE} "
                                 "(set ETFUSE_REALDATA to the realdata folder)")
 

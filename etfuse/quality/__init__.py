@@ -1,0 +1,12 @@
+"""Great Expectations validation of every incoming batch (design.md §1, step 2).
+
+``validate(source, ds, settings=..., file=..., context=...)`` runs the source's suites on what a
+reader returned and says whether the file is accepted (no failed critical check), which warnings
+failed, and where its HTML report is.  See docs/validation.md for every check.
+
+Importing this package is cheap; Great Expectations itself is imported on the first validation.
+"""
+
+from etfuse.quality.validate import CheckOutcome, ValidationContext, ValidationResult, validate
+
+__all__ = ["CheckOutcome", "ValidationContext", "ValidationResult", "validate"]

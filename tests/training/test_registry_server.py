@@ -1,0 +1,193 @@
+"""The registry against a real ``mlflow server`` (one worker, loopback) on a PostgreSQL 15 backend
+with proxied artifacts, all started here in temporary folders and torn down afterwards.
+
+Skipped when the PostgreSQL 15 binaries are absent.  PostgreSQL refuses to run as root, so as root
+it runs as the ``postgres`` user (runuser) in a folder that user owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.training.test_registry import make_standin_record
+
+PG_BIN = Path(os.environ.get("ETFUSE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres(args: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL 15 cluster on a free loopback port; yields its SQLAlchemy URI."""
+    if not (PG_BIN / "initdb").is_file():
+        pytest.skip(f"PostgreSQL 15 binaries not found in {PG_BIN} (set ETFUSE_PG_BIN to their folder)")
+    if os.geteuid() == 0 and (shutil.which("runuser") is None or _no_user("postgres")):
+        pytest.skip("running as root needs `runuser` and a `postgres` user to start PostgreSQL")
+    root = Path(tempfile.mkdtemp(prefix="etfuse-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, logfile, port = root / "data", root / "postgres.log", free_port()
+    started = False
+    try:
+        subprocess.run(as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                    "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, timeout=120)
+        subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "60",
+                                    "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start"]),
+                       check=True, capture_output=True, timeout=120)
+        started = True
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE mlflow")
+        conn.close()
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        if started:
+            subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                           capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _no_user(name: str) -> bool:
+    import pwd
+    try:
+        pwd.getpwnam(name)
+        return False
+    except KeyError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """``mlflow server --workers 1`` on a free loopback port over the PostgreSQL backend."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow_exe = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_exe) if mlflow_exe.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", postgres, "--serve-artifacts",
+           "--artifacts-destination", str(folder / "artifacts"), "--default-artifact-root", "mlflow-artifacts:/"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(folder / "server.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {proc.returncode}: "
+                                   + (folder / "server.log").read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("mlflow server not healthy after 120 s: "
+                                   + (folder / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield {"url": url, "artifacts": folder / "artifacts"}
+    finally:
+        # the server and its worker are one process group of our own
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:  # a graceful stop waits for idle keep-alive connections: do not wait long
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+
+
+def test_registry_against_mlflow_server_on_postgres(mlflow_server, tmp_path, monkeypatch):
+    from etfuse.settings import load_settings
+    from training.registry import ModelRegistry, RegistryError
+
+    for key in list(os.environ):
+        if key.startswith("ETFUSE_") and key != "ETFUSE_REALDATA":
+            monkeypatch.delenv(key)
+    # the environment variable wins over settings (which point nowhere useful here)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server["url"])
+    settings = load_settings(home=tmp_path / "trainer-home", region="test",
+                             mlflow={"tracking_uri": "http://127.0.0.1:9/unused", "promotion_margin_mm": 0.05})
+    registry = ModelRegistry(settings)
+    assert registry.tracking_uri == mlflow_server["url"]
+
+    t0 = time.monotonic()
+    infos = [registry.log_and_register(make_standin_record(tmp_path / "m", w, rmse=r)) for w, r in ((1.0, 1.5),
+                                                                                                    (2.0, 1.6))]
+    logged = time.monotonic() - t0
+    assert [i.version for i in infos] == [1, 2]  # ints, although MLflow returns strings over HTTP
+    assert registry.challenger().version == 2
+    run = registry.client.get_run(infos[0].run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied through the server
+    assert run.data.tags["etfuse.torch_format"] == "pt2"
+    assert float(run.data.metrics["heldout_rmse"]) == 1.5
+    stored = {p.name for p in mlflow_server["artifacts"].rglob("*") if p.is_file()}
+    assert {"model.onnx", "heldout_station_days.csv", "settings.yaml", "scatter.png", "model.pt2"} <= stored
+    assert not (settings.home / "mlflow" / "artifacts").exists()  # nothing written locally
+
+    # the gate both ways: a first version that beats both raw sources is promoted, a worse one is not
+    actor = "flow:retrain"
+    assert registry.gate(1, candidate_rmse=1.5, champion_rmse=None, gleam_rmse=3.5, era5land_rmse=2.6,
+                         actor=actor).promoted
+    worse = registry.gate(2, candidate_rmse=1.6, champion_rmse=1.5, gleam_rmse=3.5, era5land_rmse=2.6, actor=actor)
+    assert not worse.promoted and registry.champion().version == 1
+    tags = registry.version(2).tags
+    assert tags["etfuse.gate.decision"] == "rejected" and float(tags["etfuse.gate.champion_rmse"]) == 1.5
+
+    # serving on another host: its own ETFUSE_HOME and cache, the same registry
+    serving = ModelRegistry(load_settings(home=tmp_path / "serving-home", region="test"),
+                            tracking_uri=mlflow_server["url"])
+    path, version = serving.onnx_model_path()
+    assert version == 1 and path.is_relative_to(tmp_path / "serving-home" / "cache" / "models")
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"features": np.ones((4, 3), np.float32)})[0]
+    np.testing.assert_allclose(out, np.full((4, 1), 3.0))
+    assert serving.normalisation() == {"mean": [1.0, 2.0, 3.0], "std": [0.5, 0.5, 0.5]}
+
+    # a manual promotion, then a rollback: one call each, and the next serving request follows
+    registry.promote(2, actor="ops@host", reason="override for a test")
+    assert serving.onnx_model_path()[1] == 2
+    assert registry.rollback(actor="ops@host", reason="v2 drifts") == 1
+    assert serving.onnx_model_path()[1] == 1
+    assert registry.version(2).status == "rolled back"
+
+    history = serving.history()
+    assert [(h.version, h.action, h.set_by, h.reason) for h in history] == [
+        (1, "gate", actor, history[0].reason), (2, "promote", "ops@host", "override for a test"),
+        (1, "rollback", "ops@host", "v2 drifts")]
+    assert history[0].reason.startswith("v1 promoted")
+    assert history[-1].current and history[-1].end is None
+    assert all(a.end == b.start for a, b in zip(history, history[1:]))
+    print(f"two versions logged and registered over HTTP in {logged:.1f} s")
+
+    with pytest.raises(RegistryError, match="no version 9 of registered model 'etfuse-gcn-gru'; versions: 1, 2"):
+        serving.version(9)
