@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from etfuse.grid import IndexMapCache, TargetGrid
-from etfuse.ongrid import at_cells, lst_with_fallback, method_for, skt_offset_k
+from etfuse.ongrid import at_cells, lst_with_fallback, method_for, skt_offset_k, to_target
 from etfuse.store import HarmonisedStore
 
 FEATURES: tuple[str, ...] = ("gleam_et", "era5land_et", "net_radiation", "lst", "lst_from_skt", "elevation",
@@ -156,6 +156,30 @@ class InputReader:
             present.append(here)
         return RawInputs(pd.DatetimeIndex(days), {n: v.reshape((len(days),) + shape) for n, v in values.items()},
                          offsets, present)
+
+
+def grid_day(reader: InputReader, day: pd.Timestamp, elevation: np.ndarray | None) -> tuple[np.ndarray, set[str]]:
+    """The features of one day on the whole target grid ``(rows, cols, F)`` and the sources present."""
+    grid = reader.grid
+    day = pd.Timestamp(day)
+    values = {}
+    present: set[str] = set()
+    for name, (source, variable) in RAW_INPUTS.items():
+        da = reader._field(source, variable, day)
+        if da is None:
+            values[name] = np.full((1,) + grid.shape, np.nan, dtype=np.float32)
+        else:
+            values[name] = to_target(da, grid, reader.cache, method=method_for(source, variable)).reshape((1,) + grid.shape)
+            present.add(source)
+    raw = RawInputs(pd.DatetimeIndex([day]), values, np.array([reader.lst_offset(day)], dtype=np.float32), [present])
+    lat, lon = _grid_coordinates(grid)
+    return assemble(raw, lat=lat, lon=lon, elevation=elevation)[0], present
+
+
+@lru_cache(maxsize=4)
+def _grid_coordinates(grid: TargetGrid) -> tuple[np.ndarray, np.ndarray]:
+    lat, lon = np.meshgrid(grid.lat.astype(np.float32), grid.lon.astype(np.float32), indexing="ij")
+    return lat, lon
 
 
 def assemble(raw: RawInputs, *, lat: np.ndarray, lon: np.ndarray, elevation: np.ndarray | None,

@@ -287,6 +287,35 @@ class TrainingSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class ServingSettings(_Section):
+    """The predictor, the product and the HTTP API; see docs/product.md and docs/serving.md."""
+
+    #: "cpu", "cuda" (fails unless CUDA really runs, see allow_cpu_fallback) or "auto" (CUDA when usable).
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    #: Accept the CPU when CUDA was asked for but is not usable (onnxruntime-gpu would do it silently).
+    allow_cpu_fallback: bool = False
+    #: onnxruntime intra-op threads.
+    threads: int = Field(2, ge=1, le=256)
+    #: Core tile size [cells]; each tile is read with a halo of the model's receptive field.
+    tile_size: int = Field(256, ge=8, le=8192)
+    #: Keep this many assembled input days in memory between consecutive product days.
+    feature_cache_days: int = Field(8, ge=0, le=64)
+    #: zlib level of product files and the precision kept [mm] (least significant digit).
+    compression_level: int = Field(4, ge=0, le=9)
+    least_significant_digit: int | None = Field(2, ge=0, le=6)
+    #: Write a quicklook PNG beside each product day.
+    quicklooks: bool = True
+    #: HTTP API
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    #: Longest time series one request may ask for [days].
+    max_range_days: int = Field(3660, ge=1)
+    #: Largest area statistic one request may ask for [cells].
+    max_area_cells: int = Field(2_000_000, ge=1)
+    #: Admin token for mutating routes (none = those routes are disabled); read-only otherwise.
+    admin_token: str | None = Field(None, repr=False, exclude=True)
+
+
 class MlflowSettings(_Section):
     """Experiment tracking and the model registry (training/registry.py); see docs/registry.md.
 
@@ -413,6 +442,7 @@ class Settings(BaseSettings):
     cma: CmaSettings = CmaSettings()
     modis: ModisSettings = ModisSettings()
     lst: LstSettings = LstSettings()
+    serving: ServingSettings = ServingSettings()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
     alerts: AlertSettings = AlertSettings()

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from etfuse import __version__
 from etfuse.features import FEATURES
@@ -108,7 +109,7 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
     t = time.perf_counter()
     frame = heldout_frame(samples, split)
     keys = pd.concat([split.spatial, split.temporal, split.heldout_late], ignore_index=True)
-    batcher = PatchBatcher(samples, __import__("torch").device("cpu"))
+    batcher = PatchBatcher(samples, torch.device("cpu"))
     frame["fused"] = predict(result.model, batcher, keys)
     for source in ("gleam", "modis"):
         frame[f"fused_without_{source}"] = predict(result.model, batcher, keys, drop_source=source)
@@ -141,10 +142,19 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
     timings["export"] = time.perf_counter() - t
     echo(f"ONNX export: parity {parity.max_abs_diff_mm:.2g} mm on {parity.cells_compared} cells; no scatter ops")
 
+    # the training data's distribution: what ingest's drift checks compare new batches with
+    from etfuse.quality.drift import default_stats_path, reference_stats_from_store, save_reference_stats
+    t = time.perf_counter()
+    reference = reference_stats_from_store(store, settings=settings, start=samples.days[0],
+                                           end=split.temporal_start - pd.Timedelta(days=1))
+    norm = {**norm, "reference_stats": reference}
+    timings["reference_stats"] = time.perf_counter() - t
+
     version, decision = None, None
-    if registry is not None:
+    if registry is None:
+        save_reference_stats(reference, default_stats_path(settings))
+    else:
         from training.registry import TrainingRecord
-        import torch
         t = time.perf_counter()
         example = batcher.batch(keys.iloc[:2])
         record = TrainingRecord(
@@ -177,7 +187,9 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
                                  gleam_rmse=metrics["heldout_gleam_rmse"], era5land_rmse=metrics["heldout_era5land_rmse"],
                                  actor=actor, heldout_sha256=heldout_fingerprint(record.heldout))
         timings["register"] = time.perf_counter() - t
-        del torch
+        if decision.promoted:
+            save_reference_stats(reference, default_stats_path(settings))
+            echo(f"drift reference statistics of the champion's training data -> {default_stats_path(settings)}")
     return TrainingOutcome(version, decision, metrics, table, by_set, result, onnx_path, timings)
 
 

@@ -1,0 +1,163 @@
+"""The champion's ONNX model over the whole target grid, tile by tile.
+
+* The model is resolved through the registry by alias on every request (one cheap registry call)
+  and its session is cached per version, so a rollback takes effect for the next request.
+* onnxruntime-gpu silently falls back to the CPU when CUDA is not usable; here the providers that
+  really run are checked after the session is built, and a GPU that was asked for but is not
+  there is an error unless ``serving.allow_cpu_fallback`` is set.
+* The grid is cut into tiles with a halo as wide as the model's receptive field (from the ONNX
+  metadata), so every core cell sees exactly the neighbours it would see on the whole grid:
+  tiled output equals untiled output, and memory is bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from etfuse.errors import EtfuseError
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class PredictorError(EtfuseError):
+    """The model cannot be served as asked (no champion, GPU missing, incompatible inputs)."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Core rows/cols of the output and the slice of input (core plus halo) that produces them."""
+
+    core: tuple[slice, slice]
+    outer: tuple[slice, slice]
+
+    @property
+    def inner(self) -> tuple[slice, slice]:
+        """The core's position inside the outer block."""
+        r, c = self.core
+        ro, co = self.outer
+        return (slice(r.start - ro.start, r.stop - ro.start), slice(c.start - co.start, c.stop - co.start))
+
+
+def tiles(shape: tuple[int, int], size: int, halo: int) -> Iterator[Tile]:
+    """Cover ``shape`` with ``size x size`` cores, each read with ``halo`` cells around it (clipped
+    at the grid's edge, where the whole-grid graph ends too)."""
+    rows, cols = shape
+    for r0 in range(0, rows, size):
+        for c0 in range(0, cols, size):
+            r1, c1 = min(r0 + size, rows), min(c0 + size, cols)
+            yield Tile((slice(r0, r1), slice(c0, c1)),
+                       (slice(max(0, r0 - halo), min(rows, r1 + halo)), slice(max(0, c0 - halo), min(cols, c1 + halo))))
+
+
+@dataclass
+class LoadedModel:
+    version: int
+    path: Path
+    session: object
+    providers: list[str]
+    window_days: int
+    features: list[str]
+    receptive_field: int
+
+
+def _session(path: Path, *, device: str, allow_cpu_fallback: bool, threads: int):
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    wanted = [CUDA, CPU] if device in ("cuda", "auto") and CUDA in available else [CPU]
+    if device == "cuda" and CUDA not in available and not allow_cpu_fallback:
+        raise PredictorError(f"serving.device is 'cuda' but this onnxruntime has no CUDA provider "
+                             f"(available: {available}); install onnxruntime-gpu on a CUDA host, or set "
+                             "serving.allow_cpu_fallback: true to run on the CPU")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=wanted)
+    active = session.get_providers()
+    if device == "cuda" and CUDA not in active:
+        if not allow_cpu_fallback:
+            raise PredictorError(f"serving.device is 'cuda' but onnxruntime runs {active} (CUDA provider present "
+                                 "but not usable: driver, CUDA or cuDNN missing?); refusing to fall back silently; "
+                                 "set serving.allow_cpu_fallback: true to accept the CPU")
+        log.warning("serving.device is 'cuda' but onnxruntime runs %s; falling back to the CPU as allowed", active)
+    return session, active
+
+
+class Predictor:
+    """Runs the current champion (or a fixed model file) over gridded inputs."""
+
+    def __init__(self, settings, *, registry=None, model_path: Path | None = None,
+                 model_version: int | None = None) -> None:
+        if registry is None and model_path is None:
+            raise ValueError("Predictor needs a registry (to follow the champion alias) or a model_path")
+        self.settings = settings
+        self.registry = registry
+        self.model_path = Path(model_path) if model_path else None
+        self.model_version = model_version
+        self._cache: dict[int, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def model(self) -> LoadedModel:
+        """The model to use now: the champion's current version (cached session per version)."""
+        if self.model_path is not None:
+            path, version = self.model_path, (self.model_version or 0)
+        else:
+            try:
+                path, version = self.registry.onnx_model_path("champion")
+            except EtfuseError as exc:
+                raise PredictorError(f"no model to serve: {exc}") from exc
+        with self._lock:
+            if version not in self._cache:
+                self._cache[version] = self._load(Path(path), version)
+            return self._cache[version]
+
+    def _load(self, path: Path, version: int) -> LoadedModel:
+        import onnx
+        serving = self.settings.serving
+        session, active = _session(path, device=serving.device, allow_cpu_fallback=serving.allow_cpu_fallback,
+                                   threads=serving.threads)
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        try:
+            loaded = LoadedModel(version, path, session, active, int(meta["window_days"]), json.loads(meta["features"]),
+                                 int(meta["receptive_field"]))
+        except KeyError as exc:
+            raise PredictorError(f"{path}: the ONNX model lacks the metadata {exc} that etfuse writes at export") from exc
+        log.info("serving model version %s from %s on %s", version, path, active)
+        return loaded
+
+    def predict(self, x: np.ndarray, *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """ET [mm] for the last day of ``x (T, H, W, F)`` (raw features, NaN = missing) -> ``(H, W)``.
+
+        Cells whose output is not finite or is negative are an error: a model that returns them is
+        refused here as at the gate.
+        """
+        model = self.model()
+        t, h, w, f = x.shape
+        if t != model.window_days or f != len(model.features):
+            raise PredictorError(f"model v{model.version} expects {model.window_days} days x {len(model.features)} "
+                                 f"features ({model.features}); got {t} x {f}")
+        out = np.full((h, w), np.nan, dtype=np.float32)
+        halo = model.receptive_field
+        all_tiles = list(tiles((h, w), self.settings.serving.tile_size, halo))
+        for k, tile in enumerate(all_tiles):
+            block = np.ascontiguousarray(x[:, tile.outer[0], tile.outer[1]])[None]
+            mask = np.ones(block.shape[2:4], dtype=np.float32)[None]
+            et = model.session.run(["et"], {"x": block, "mask": mask})[0][0]
+            out[tile.core] = et[tile.inner]
+            if progress:
+                progress(k + 1, len(all_tiles))
+        bad = ~np.isfinite(out) | (out < 0)
+        if bad.any():
+            raise PredictorError(f"model v{model.version} returned {int(bad.sum())} non-finite or negative values; "
+                                 "the day is not written")
+        return out

@@ -1,0 +1,200 @@
+"""Which product days to compute, and computing them in date order.
+
+A product day D depends on the inputs of its window D-T+1..D (T = the model's window).  Its
+*input fingerprint* is a sha256 over the content hashes, in the harmonised store's ledger, of every
+stored variable of every source on those days, plus the DEM's hash.  A day is computed when
+ERA5-Land ET is stored for D (the one source every day needs) and the product lacks it, or holds
+it with another fingerprint (new, revised or late inputs: a GLEAM file arriving a year late
+changes the fingerprint of every day it covers) or another model version.  A day is *final* when
+every window day has GLEAM and final (not ERA5T) ERA5-Land, else *provisional*; provisional days
+become final by this same rule when their inputs arrive.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from etfuse.errors import EtfuseError
+from etfuse.features import InputReader, elevation_on_grid, grid_day
+from etfuse.sources.common import file_sha256
+from etfuse.store import HarmonisedStore
+
+log = logging.getLogger(__name__)
+
+
+class UpdateLockedError(EtfuseError):
+    """Another update holds the product lock."""
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    day: pd.Timestamp
+    fingerprint: str
+    status: str                    # provisional | final
+    reason: str                    # missing | inputs changed | new model | up to date
+
+
+@dataclass
+class UpdateReport:
+    planned: list[DayPlan] = field(default_factory=list)
+    written: dict[str, str] = field(default_factory=dict)       # day -> written | replaced | unchanged
+    seconds_per_day: list[float] = field(default_factory=list)
+    model_version: int | None = None
+    years_rebuilt: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for action in self.written.values():
+            counts[action] = counts.get(action, 0) + 1
+        per_day = f", median {np.median(self.seconds_per_day):.2f} s/day" if self.seconds_per_day else ""
+        return (f"update with model v{self.model_version}: {len(self.planned)} day(s) to compute "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing to do'}){per_day}")
+
+
+def _ledger(store: HarmonisedStore, first: pd.Timestamp, last: pd.Timestamp) -> dict[tuple[str, str], dict]:
+    """Latest content hash and stream per (source, day) -> {variable: (sha, stream)}."""
+    query = ("SELECT g.source, g.day, g.variable, g.sha256, g.stream FROM grid_versions g JOIN "
+             "(SELECT source, day, variable, MAX(revision) AS r FROM grid_versions WHERE day BETWEEN ? AND ? "
+             "GROUP BY source, day, variable) m ON g.source = m.source AND g.day = m.day AND g.variable = m.variable "
+             "AND g.revision = m.r")
+    out: dict[tuple[str, str], dict] = {}
+    with sqlite3.connect(store.root / "ledger.sqlite", timeout=60) as db:
+        for source, day, variable, sha, stream in db.execute(query, (f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}")):
+            out.setdefault((source, day), {})[variable] = (sha, stream)
+    return out
+
+
+def _dem_hash(settings) -> str:
+    path = settings.static.elevation_file
+    return file_sha256(path) if path else "no-dem"
+
+
+def plan_days(settings, store: HarmonisedStore, product, *, model_version: int, window_days: int,
+              start=None, end=None) -> list[DayPlan]:
+    """Every day in [start, end] that has ERA5-Land ET, with its fingerprint, status and whether to compute."""
+    era5 = store.grid_days("era5land")
+    if not era5:
+        return []
+    start = pd.Timestamp(start) if start is not None else era5[0]
+    end = pd.Timestamp(end) if end is not None else era5[-1]
+    ledger = _ledger(store, start - pd.Timedelta(days=window_days - 1), end)
+    dem = _dem_hash(settings)
+    plans = []
+    for day in pd.date_range(start, end, freq="D"):
+        key = f"{day:%Y-%m-%d}"
+        if "et" not in ledger.get(("era5land", key), {}):
+            continue
+        h = hashlib.sha256(f"window={window_days};dem={dem}".encode())
+        final = True
+        for d in pd.date_range(day - pd.Timedelta(days=window_days - 1), day, freq="D"):
+            dk = f"{d:%Y-%m-%d}"
+            for source in ("era5land", "gleam", "modis"):
+                entry = ledger.get((source, dk), {})
+                for variable in sorted(entry):
+                    h.update(f"{source}:{dk}:{variable}:{entry[variable][0]};".encode())
+            era5_day = ledger.get(("era5land", dk), {})
+            final &= "et" in ledger.get(("gleam", dk), {}) and bool(era5_day) and all(
+                stream == "final" for _, stream in era5_day.values())
+        fingerprint = h.hexdigest()
+        record = product.record(day)
+        if record is None:
+            reason = "missing"
+        elif record.fingerprint != fingerprint:
+            reason = "inputs changed"
+        elif record.model_version != model_version:
+            reason = "new model"
+        else:
+            reason = "up to date"
+        plans.append(DayPlan(day, fingerprint, "final" if final else "provisional", reason))
+    return plans
+
+
+@contextmanager
+def product_lock(settings) -> Iterator[None]:
+    """One update at a time: two daily runs must never write the product together."""
+    folder = settings.folder("product")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".update.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpdateLockedError(f"another update is running (lock {folder / '.update.lock'} is held); "
+                                    "it will compute the stale days, or run again when it ends") from None
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class FeatureWindow:
+    """Assembled feature grids of recent days, reused while consecutive product days are computed."""
+
+    def __init__(self, reader: InputReader, elevation: np.ndarray | None, keep: int) -> None:
+        self.reader, self.elevation, self.keep = reader, elevation, keep
+        self._days: dict[pd.Timestamp, tuple[np.ndarray, set[str]]] = {}
+
+    def day(self, day: pd.Timestamp) -> tuple[np.ndarray, set[str]]:
+        if day not in self._days:
+            self._days[day] = grid_day(self.reader, day, self.elevation)
+            while len(self._days) > max(self.keep, 1):
+                self._days.pop(min(self._days))
+        return self._days[day]
+
+    def window(self, day: pd.Timestamp, length: int) -> tuple[np.ndarray, set[str]]:
+        days = pd.date_range(day - pd.Timedelta(days=length - 1), day, freq="D")
+        parts = [self.day(d) for d in days]
+        return np.stack([p[0] for p in parts]), parts[-1][1]
+
+
+def run_update(settings, *, predictor, product, store: HarmonisedStore | None = None, start=None, end=None,
+               only_stale: bool = True, progress: Callable[[int, int, pd.Timestamp], None] | None = None,
+               build_years: bool = True) -> UpdateReport:
+    """Compute every stale product day in [start, end] in date order; returns what was done."""
+    store = store or HarmonisedStore(settings.harmonised)
+    model = predictor.model()
+    report = UpdateReport(model_version=model.version)
+    with product_lock(settings):
+        plans = plan_days(settings, store, product, model_version=model.version, window_days=model.window_days,
+                          start=start, end=end)
+        todo = [p for p in plans if p.reason != "up to date" or not only_stale]
+        report.planned = todo
+        if not todo:
+            return report
+        reader = InputReader(store, settings)
+        window = FeatureWindow(reader, elevation_on_grid(settings, reader.grid, reader.cache),
+                               settings.serving.feature_cache_days)
+        for k, plan in enumerate(todo):
+            t0 = time.perf_counter()
+            x, present = window.window(plan.day, model.window_days)
+            et = predictor.predict(x)
+            action = product.write_day(plan.day, et, model_version=model.version, status=plan.status,
+                                       sources_used=present, fingerprint=plan.fingerprint)
+            if settings.serving.quicklooks and action != "unchanged":
+                product.quicklook(plan.day)
+            report.written[f"{plan.day:%Y-%m-%d}"] = action
+            report.seconds_per_day.append(time.perf_counter() - t0)
+            if progress:
+                progress(k + 1, len(todo), plan.day)
+        store.reprocess_done([p.day for p in todo])
+        if build_years:
+            for year in sorted({p.day.year for p in todo}):
+                product.build_year(year)
+                report.years_rebuilt.append(year)
+    log.info(report.summary())
+    return report
+
+
+__all__ = ["DayPlan", "UpdateReport", "plan_days", "run_update", "product_lock", "UpdateLockedError"]
