@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -228,7 +229,8 @@ class HarmonisedStore:
     def grid_days(self, source: str) -> list[pd.Timestamp]:
         """Days stored for a gridded source, from the files themselves."""
         folder = self.root / "grids" / source
-        days = [pd.Timestamp(p.stem.split("_", 1)[1]) for p in folder.glob(f"*/{source}_*.nc")]
+        name = re.compile(rf"^{re.escape(source)}_(\d{{4}}-\d{{2}}-\d{{2}})\.nc$")
+        days = [pd.Timestamp(m.group(1)) for p in folder.glob("[0-9][0-9][0-9][0-9]/*.nc") if (m := name.match(p.name))]
         return sorted(days)
 
     def open_grid(self, source: str, start: str | pd.Timestamp | None = None,

@@ -207,6 +207,159 @@ def train(
         typer.echo(f"\nregistered version {outcome.version}; gate: {outcome.decision.summary()}")
 
 
+@app.command()
+def update(
+    date: Annotated[Optional[str], typer.Option("--date", help="Compute this one day (YYYY-MM-DD).")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Compute stale days from this day on.")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="... up to this day (default: the last with inputs).")] = None,
+    direct: Annotated[bool, typer.Option("--direct", help="Run without Prefect (no flow run is recorded).")] = False,
+) -> None:
+    """Compute every product day whose inputs are present and whose product is missing or stale.
+
+    A day is stale when its input fingerprint changed (new, revised or late inputs: ERA5T replaced
+    by final, GLEAM arriving) or the champion model changed.  Days run in date order with the
+    champion from the registry; the yearly files of the touched years are rebuilt at the end.
+    """
+    import pandas as pd
+    if date and (since or until):
+        raise typer.BadParameter("give either --date or --since/--until", param_hint="--date")
+    s = settings()
+    start, end = (date, date) if date else (since, until)
+    if direct:
+        from rich.progress import Progress
+
+        from serving.predictor import Predictor
+        from serving.product import ProductStore
+        from serving.update import run_update
+        from training.registry import ModelRegistry
+        with Progress(transient=True) as bar:
+            job = bar.add_task("update", total=None)
+            report = run_update(s, predictor=Predictor(s, registry=ModelRegistry(s)), product=ProductStore(s),
+                                start=pd.Timestamp(start) if start else None, end=pd.Timestamp(end) if end else None,
+                                progress=lambda k, n, d: bar.update(job, completed=k, total=n,
+                                                                    description=f"update {d:%Y-%m-%d}"))
+        typer.echo(report.summary())
+    else:
+        from flows.update import update_flow
+        result = update_flow(config=str(_state["config"]) if _state["config"] else None, home=str(s.home),
+                             since=pd.Timestamp(start).date() if start else None,
+                             until=pd.Timestamp(end).date() if end else None)
+        typer.echo(result["summary"])
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default serving.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default serving.port).")] = None,
+) -> None:
+    """Serve the product over HTTP: time series, area statistics, maps, the model; docs at /docs."""
+    import uvicorn
+
+    from serving.api import create_app
+    from serving.predictor import Predictor
+    from training.registry import ModelRegistry
+    s = settings()
+    registry = ModelRegistry(s)
+    app_ = create_app(s, registry=registry, predictor=Predictor(s, registry=registry))
+    uvicorn.run(app_, host=host or s.serving.host, port=port or s.serving.port, log_level="info")
+
+
+@app.command()
+def daily(
+    direct: Annotated[bool, typer.Option("--direct", help="Run without Prefect.")] = False,
+) -> None:
+    """What an operator schedules: ingest everything new, then compute every stale product day."""
+    s = settings()
+    if direct:
+        from etfuse.ingest import ingest_all
+        from serving.predictor import Predictor
+        from serving.product import ProductStore
+        from serving.update import run_update
+        from training.registry import ModelRegistry
+        _print_outcomes(ingest_all(s).to_json())
+        report = run_update(s, predictor=Predictor(s, registry=ModelRegistry(s)), product=ProductStore(s))
+        typer.echo(report.summary())
+        return
+    from flows.daily import daily_flow
+    result = daily_flow(config=str(_state["config"]) if _state["config"] else None, home=str(s.home))
+    _print_outcomes(result["ingest"])
+    typer.echo(result["update"]["summary"])
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD.")],
+    workers: Annotated[int, typer.Option(help="Workers of the local Dask cluster.")] = 2,
+    dask_address: Annotated[Optional[str], typer.Option(help="Use a running Dask scheduler (tcp://host:8786) instead.")] = None,
+    chunk_days: Annotated[int, typer.Option(help="Days per task (each also recomputes the window's first days).")] = 30,
+) -> None:
+    """Recompute the stale product days of a date range in parallel on a Dask cluster.
+
+    Each chunk of days runs in a Dask worker and writes its own days; the yearly files are rebuilt
+    once at the end.  The result equals a sequential `etfuse update` of the same days.
+    """
+    import pandas as pd
+
+    from flows.backfill import run_backfill
+    s = settings()
+    if workers < 1:
+        raise typer.BadParameter("at least one worker", param_hint="--workers")
+    result = run_backfill(config=str(_state["config"]) if _state["config"] else None, home=str(s.home),
+                          start=pd.Timestamp(start).date(), end=pd.Timestamp(end).date(), workers=workers,
+                          address=dask_address, chunk_days=chunk_days)
+    typer.echo(f"backfill {start}..{end} with model v{result['model_version']}: {result['days']} day(s) in "
+               f"{result['chunks']} chunk(s); yearly files rebuilt: {result['years_rebuilt'] or 'none'}")
+
+
+@app.command()
+def status() -> None:
+    """Where things stand: stored inputs, product days, provisional days, the champion, quarantine, recent alerts."""
+    import json as _json
+
+    from etfuse.store import HarmonisedStore
+    s = settings()
+    typer.echo(f"ETFUSE_HOME {s.home.resolve()}  region {s.region.name} {s.region.bbox} at {s.region.resolution_deg} deg")
+    summary = HarmonisedStore(s.harmonised).summary() if s.harmonised.exists() else None
+    typer.echo("\nharmonised store:")
+    typer.echo(summary.to_string(index=False) if summary is not None and len(summary) else "  empty")
+    from serving.product import ProductStore
+    records = ProductStore(s, reconcile=False).records() if s.folder("product").exists() else []
+    typer.echo("\nproduct:")
+    if records:
+        provisional = [r for r in records if r.status == "provisional"]
+        models = sorted({r.model_version for r in records})
+        typer.echo(f"  {len(records)} days {records[0].day:%Y-%m-%d}..{records[-1].day:%Y-%m-%d}, last day "
+                   f"{records[-1].day:%Y-%m-%d} ({records[-1].status}, model v{records[-1].model_version}); "
+                   f"{len(provisional)} provisional; written by model version(s) {models}")
+        if provisional:
+            typer.echo(f"  provisional: {', '.join(f'{r.day:%Y-%m-%d}' for r in provisional[-10:])}"
+                       + (" ..." if len(provisional) > 10 else ""))
+        typer.echo(f"  files under {s.folder('product').resolve()}")
+    else:
+        typer.echo("  no product day yet")
+    typer.echo("\nmodel:")
+    try:
+        from training.registry import ModelRegistry
+        champion = ModelRegistry(s).champion()
+        typer.echo(f"  champion v{champion.version} (held-out RMSE {champion.metrics.get('heldout_fused_rmse', float('nan')):.3f} mm/d)"
+                   if champion else "  no champion yet")
+    except Exception as exc:  # noqa: BLE001 - status reports what it can
+        typer.echo(f"  registry unavailable: {exc}")
+    from etfuse.ingest import quarantined
+    q = quarantined(s) if s.folder("quarantine").exists() else []
+    typer.echo(f"\nquarantine: {len(q)} file(s)" + (" (etfuse quarantine list)" if q else ""))
+    log_path = s.folder("alerts") / "alerts.jsonl"
+    alerts = [_json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    alerts = [a for a in alerts if a.get("record") in ("alert", "digest")]
+    typer.echo(f"\nrecent alerts ({len(alerts)} in {log_path}):")
+    for a in alerts[-5:]:
+        typer.echo(f"  {a.get('created_at', '')[:19]} {a.get('severity', ''):8} {a.get('source', '')}: {a.get('summary', '')[:110]}")
+    reports = s.folder("reports") / "index.html"
+    if reports.exists():
+        typer.echo(f"\nvalidation reports: {reports.resolve()}")
+
+
 def _actor() -> str:
     import getpass
     import socket

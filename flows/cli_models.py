@@ -166,13 +166,29 @@ def rollback(
                                                            "the current one (skipping rolled-back versions).")] = None,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why, recorded in the history.")] = "manual rollback",
     by: Annotated[Optional[str], _BY] = None,
+    recompute: Annotated[bool, typer.Option("--recompute/--no-recompute",
+                                            help="Also recompute the product days the rolled-back version wrote "
+                                                 "(the rollback flow).")] = False,
 ) -> None:
-    """Move the champion back; the version rolled back from is marked, and serving switches at the next request."""
+    """Move the champion back; the version rolled back from is marked, and serving switches at the next request.
+
+    With --recompute this runs the rollback flow: the product days written by the rolled-back
+    version are computed again with the restored champion.
+    """
+    if recompute:
+        from flows.cli import _state, settings
+        from flows.rollback import rollback_flow
+        result = rollback_flow(config=str(_state["config"]) if _state["config"] else None, home=str(settings().home),
+                               to=to, reason=reason, actor=_actor(by))
+        typer.echo(f"rolled back: champion is now version {result['to']} (was {result['from']}); "
+                   f"{result.get('summary', 'no product day to recompute')}")
+        return
     registry = _registry()
     before = registry.alias_version("champion")
     target = registry.rollback(to=to, actor=_actor(by), reason=reason)
     typer.echo(f"rolled back {registry.name!r}: champion is now version {target} (was {before}); "
-               "serving uses it from the next request")
+               "serving uses it from the next request; `etfuse update` (or --recompute) recomputes the days "
+               f"version {before} wrote")
 
 
 @app.command()

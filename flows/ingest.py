@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from etfuse.ingest import IngestContext, IngestReport, LandingFile, discover, ingest_file
+from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 
 
@@ -19,7 +20,7 @@ def ingest_file_task(lf: LandingFile, ctx: IngestContext) -> dict:
     return outcome.to_json()
 
 
-@flow(name="ingest", description="Validate every new landing file; accept it into the harmonised store or "
+@flow(name="ingest", on_failure=[alert_on_failure], on_crashed=[alert_on_failure], description="Validate every new landing file; accept it into the harmonised store or "
                                  "quarantine it, and alert.")
 def ingest_flow(config: str | None = None, home: str | None = None, today: date | None = None) -> dict:
     settings = flow_settings(config, home)

@@ -17,7 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -63,11 +63,13 @@ def tiles(shape: tuple[int, int], size: int, halo: int) -> Iterator[Tile]:
 class LoadedModel:
     version: int
     path: Path
-    session: object
+    spatial: object                   # onnxruntime sessions of the two serving graphs
+    temporal: object
     providers: list[str]
     window_days: int
     features: list[str]
     receptive_field: int
+    hidden: int
 
 
 def _session(path: Path, *, device: str, allow_cpu_fallback: bool, threads: int):
@@ -93,8 +95,42 @@ def _session(path: Path, *, device: str, allow_cpu_fallback: bool, threads: int)
     return session, active
 
 
+def serving_files(model_path: Path) -> dict[str, Path]:
+    """The two serving graphs logged beside a registered model (``extra_files/``) or next to a file."""
+    from training.export import SERVING_PARTS
+    for folder in (model_path.parent / "extra_files", model_path.parent):
+        paths = {k: folder / v for k, v in SERVING_PARTS.items()}
+        if all(p.is_file() for p in paths.values()):
+            return paths
+    raise PredictorError(f"{model_path}: the serving graphs {sorted(SERVING_PARTS.values())} are not beside the model "
+                         "(models registered by etfuse train carry them in extra_files/)")
+
+
+class DayEmbeddings:
+    """Spatial embeddings ``(cells, hidden)`` of recent days for one model version.
+
+    A product day needs the embeddings of its whole window; consecutive days share all but one, so
+    each day's spatial pass runs once however many product days use it.
+    """
+
+    def __init__(self, model: LoadedModel, keep: int) -> None:
+        self.model, self.keep = model, max(keep, model.window_days)
+        self.days: dict = {}
+
+    def __contains__(self, day) -> bool:
+        return day in self.days
+
+    def add(self, day, z) -> None:
+        self.days[day] = z
+        while len(self.days) > self.keep:
+            self.days.pop(min(self.days))
+
+
 class Predictor:
-    """Runs the current champion (or a fixed model file) over gridded inputs."""
+    """Runs the current champion (or a fixed model file) over the target grid."""
+
+    #: nodes per temporal call: small enough for the GRU's working set to stay in cache
+    TEMPORAL_CHUNK = 16384
 
     def __init__(self, settings, *, registry=None, model_path: Path | None = None,
                  model_version: int | None = None) -> None:
@@ -108,7 +144,7 @@ class Predictor:
         self._lock = threading.Lock()
 
     def model(self) -> LoadedModel:
-        """The model to use now: the champion's current version (cached session per version)."""
+        """The model to use now: the champion's current version (sessions cached per version)."""
         if self.model_path is not None:
             path, version = self.model_path, (self.model_version or 0)
         else:
@@ -124,40 +160,62 @@ class Predictor:
     def _load(self, path: Path, version: int) -> LoadedModel:
         import onnx
         serving = self.settings.serving
-        session, active = _session(path, device=serving.device, allow_cpu_fallback=serving.allow_cpu_fallback,
-                                   threads=serving.threads)
+        files = serving_files(path)
+        opts = dict(device=serving.device, allow_cpu_fallback=serving.allow_cpu_fallback, threads=serving.threads)
+        spatial, active = _session(files["spatial"], **opts)
+        temporal, _ = _session(files["temporal"], **opts)
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         try:
-            loaded = LoadedModel(version, path, session, active, int(meta["window_days"]), json.loads(meta["features"]),
-                                 int(meta["receptive_field"]))
-        except KeyError as exc:
+            loaded = LoadedModel(version, path, spatial, temporal, active, int(meta["window_days"]),
+                                 json.loads(meta["features"]), int(meta["receptive_field"]),
+                                 int(spatial.get_outputs()[0].shape[1]))
+        except (KeyError, TypeError, ValueError) as exc:
             raise PredictorError(f"{path}: the ONNX model lacks the metadata {exc} that etfuse writes at export") from exc
         log.info("serving model version %s from %s on %s", version, path, active)
         return loaded
 
-    def predict(self, x: np.ndarray, *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """ET [mm] for the last day of ``x (T, H, W, F)`` (raw features, NaN = missing) -> ``(H, W)``.
+    # ------------------------------------------------------------------ the two stages
+    def embed(self, model: LoadedModel, x_day: np.ndarray) -> np.ndarray:
+        """One day's raw features ``(H, W, F)`` -> spatial embeddings ``(H*W, hidden)``, tile by tile."""
+        h, w, f = x_day.shape
+        if f != len(model.features):
+            raise PredictorError(f"model v{model.version} expects {len(model.features)} features "
+                                 f"({model.features}); got {f}")
+        channels_first = np.ascontiguousarray(x_day.transpose(2, 0, 1))
+        z = np.empty((model.hidden, h, w), dtype=np.float32)
+        for tile in tiles((h, w), self.settings.serving.tile_size, model.receptive_field):
+            block = np.ascontiguousarray(channels_first[:, tile.outer[0], tile.outer[1]])[None]
+            mask = np.ones(block.shape[2:4], dtype=np.float32)[None]
+            out = model.spatial.run(["z"], {"x": block, "mask": mask})[0][0]
+            z[:, tile.core[0], tile.core[1]] = out[:, tile.inner[0], tile.inner[1]]
+        return np.ascontiguousarray(z.reshape(model.hidden, h * w).T)
+
+    def readout(self, model: LoadedModel, window: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+        """ET [mm] of the window's last day from its days' embeddings -> ``(H, W)``.
 
         Cells whose output is not finite or is negative are an error: a model that returns them is
-        refused here as at the gate.
+        refused here as at the gate, and the day is not written.
         """
-        model = self.model()
-        t, h, w, f = x.shape
-        if t != model.window_days or f != len(model.features):
-            raise PredictorError(f"model v{model.version} expects {model.window_days} days x {len(model.features)} "
-                                 f"features ({model.features}); got {t} x {f}")
-        out = np.full((h, w), np.nan, dtype=np.float32)
-        halo = model.receptive_field
-        all_tiles = list(tiles((h, w), self.settings.serving.tile_size, halo))
-        for k, tile in enumerate(all_tiles):
-            block = np.ascontiguousarray(x[:, tile.outer[0], tile.outer[1]])[None]
-            mask = np.ones(block.shape[2:4], dtype=np.float32)[None]
-            et = model.session.run(["et"], {"x": block, "mask": mask})[0][0]
-            out[tile.core] = et[tile.inner]
-            if progress:
-                progress(k + 1, len(all_tiles))
+        if len(window) != model.window_days:
+            raise PredictorError(f"model v{model.version} needs {model.window_days} days of embeddings, got {len(window)}")
+        n = window[0].shape[0]
+        out = np.empty(n, dtype=np.float32)
+        chunk = self.TEMPORAL_CHUNK
+        buf = np.empty((len(window), chunk, model.hidden), dtype=np.float32)
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            for k, z in enumerate(window):
+                buf[k, :e - s] = z[s:e]
+            out[s:e] = model.temporal.run(["et"], {"z": buf[:, :e - s]})[0]
         bad = ~np.isfinite(out) | (out < 0)
         if bad.any():
             raise PredictorError(f"model v{model.version} returned {int(bad.sum())} non-finite or negative values; "
                                  "the day is not written")
-        return out
+        return out.reshape(shape)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """ET [mm] of the last day of ``x (T, H, W, F)`` (raw features, NaN = missing) -> ``(H, W)``."""
+        model = self.model()
+        if x.shape[0] != model.window_days:
+            raise PredictorError(f"model v{model.version} expects {model.window_days} days; got {x.shape[0]}")
+        return self.readout(model, [self.embed(model, x[t]) for t in range(x.shape[0])], x.shape[1:3])

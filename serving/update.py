@@ -12,6 +12,7 @@ become final by this same rule when their inputs arrive.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -29,6 +30,7 @@ from etfuse.errors import EtfuseError
 from etfuse.features import InputReader, elevation_on_grid, grid_day
 from etfuse.sources.common import file_sha256
 from etfuse.store import HarmonisedStore
+from serving.predictor import DayEmbeddings
 
 log = logging.getLogger(__name__)
 
@@ -139,34 +141,17 @@ def product_lock(settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class FeatureWindow:
-    """Assembled feature grids of recent days, reused while consecutive product days are computed."""
-
-    def __init__(self, reader: InputReader, elevation: np.ndarray | None, keep: int) -> None:
-        self.reader, self.elevation, self.keep = reader, elevation, keep
-        self._days: dict[pd.Timestamp, tuple[np.ndarray, set[str]]] = {}
-
-    def day(self, day: pd.Timestamp) -> tuple[np.ndarray, set[str]]:
-        if day not in self._days:
-            self._days[day] = grid_day(self.reader, day, self.elevation)
-            while len(self._days) > max(self.keep, 1):
-                self._days.pop(min(self._days))
-        return self._days[day]
-
-    def window(self, day: pd.Timestamp, length: int) -> tuple[np.ndarray, set[str]]:
-        days = pd.date_range(day - pd.Timedelta(days=length - 1), day, freq="D")
-        parts = [self.day(d) for d in days]
-        return np.stack([p[0] for p in parts]), parts[-1][1]
-
-
 def run_update(settings, *, predictor, product, store: HarmonisedStore | None = None, start=None, end=None,
                only_stale: bool = True, progress: Callable[[int, int, pd.Timestamp], None] | None = None,
-               build_years: bool = True) -> UpdateReport:
-    """Compute every stale product day in [start, end] in date order; returns what was done."""
+               build_years: bool = True, lock: bool = True) -> UpdateReport:
+    """Compute every stale product day in [start, end] in date order; returns what was done.
+
+    ``lock=False`` is for the chunks of a backfill, whose flow holds the product lock for them.
+    """
     store = store or HarmonisedStore(settings.harmonised)
     model = predictor.model()
     report = UpdateReport(model_version=model.version)
-    with product_lock(settings):
+    with product_lock(settings) if lock else contextlib.nullcontext():
         plans = plan_days(settings, store, product, model_version=model.version, window_days=model.window_days,
                           start=start, end=end)
         todo = [p for p in plans if p.reason != "up to date" or not only_stale]
@@ -174,16 +159,25 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
         if not todo:
             return report
         reader = InputReader(store, settings)
-        window = FeatureWindow(reader, elevation_on_grid(settings, reader.grid, reader.cache),
-                               settings.serving.feature_cache_days)
+        elevation = elevation_on_grid(settings, reader.grid, reader.cache)
+        embeddings = DayEmbeddings(model, settings.serving.feature_cache_days)
+        present: dict[pd.Timestamp, set[str]] = {}
         for k, plan in enumerate(todo):
             t0 = time.perf_counter()
-            x, present = window.window(plan.day, model.window_days)
-            et = predictor.predict(x)
+            window = pd.date_range(plan.day - pd.Timedelta(days=model.window_days - 1), plan.day, freq="D")
+            for day in window:
+                if day not in embeddings:
+                    x_day, present[day] = grid_day(reader, day, elevation)
+                    embeddings.add(day, predictor.embed(model, x_day))
+            et = predictor.readout(model, [embeddings.days[d] for d in window], reader.grid.shape)
+            previous = product.record(plan.day)
+            if previous is not None and previous.status == "final" and plan.status == "provisional":
+                log.warning("%s goes back from final to provisional: its inputs now include preliminary data",
+                            f"{plan.day:%Y-%m-%d}")
+            # the product says what its inputs are, even when that is a step back
             action = product.write_day(plan.day, et, model_version=model.version, status=plan.status,
-                                       sources_used=present, fingerprint=plan.fingerprint)
-            if settings.serving.quicklooks and action != "unchanged":
-                product.quicklook(plan.day)
+                                       sources_used=present[plan.day], fingerprint=plan.fingerprint,
+                                       allow_downgrade=True)
             report.written[f"{plan.day:%Y-%m-%d}"] = action
             report.seconds_per_day.append(time.perf_counter() - t0)
             if progress:

@@ -68,6 +68,8 @@ def plots(frame: pd.DataFrame, models: list[str], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     common = frame.dropna(subset=["obs", *models])
     paths = []
+    if common.empty:
+        return paths
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 4), sharex=True, sharey=True)
     top = float(np.nanpercentile(common[["obs", *models]].to_numpy(), 99.5)) if len(common) else 1.0
     for ax, model in zip(np.atleast_1d(axes), models):

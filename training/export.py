@@ -72,6 +72,119 @@ class GridGcnGru(nn.Module):
         return self.model.readout(sequence).reshape(b, h, w)
 
 
+class SpatialGrid(nn.Module):
+    """Serving part 1, one day: ``x (B, F, H, W)`` raw features, ``mask (B, H, W)`` -> ``z (B, C, H, W)``.
+
+    Channel-first throughout (the linear maps as 1x1 convolutions), so the graph has no transposes;
+    its output per day is cached by the server and reused by the next ``window_days - 1`` days.
+    """
+
+    def __init__(self, model: GcnGru) -> None:
+        super().__init__()
+        self.model = model
+        enc = model.encoder
+        self.register_buffer("mean", enc.mean.reshape(1, -1, 1, 1).clone())
+        self.register_buffer("std", enc.std.reshape(1, -1, 1, 1).clone())
+        self.register_buffer("mask_kernel", torch.ones(1, 1, 3, 3))
+        for i, conv in enumerate(model.convs):
+            self.register_buffer(f"weight{i}", conv.lin.weight.detach().clone()[:, :, None, None])
+            self.register_buffer(f"bias{i}", conv.bias.detach().clone().reshape(1, -1, 1, 1))
+            self.register_buffer(f"kernel{i}", torch.ones(conv.lin.weight.shape[0], 1, 3, 3))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        missing = torch.isnan(x)
+        z = torch.where(missing, torch.zeros_like(x), (x - self.mean) / self.std)
+        z = torch.cat([z, (~missing).to(x.dtype)], dim=1)
+        m = mask.unsqueeze(1)
+        deg = nn.functional.conv2d(m, self.mask_kernel, padding=1)
+        dinv = m / torch.sqrt(torch.clamp(deg, min=1.0))
+        for i in range(len(self.model.convs)):
+            y = nn.functional.conv2d(z, getattr(self, f"weight{i}")) * dinv
+            y = nn.functional.conv2d(y, getattr(self, f"kernel{i}"), padding=1, groups=y.shape[1])
+            z = torch.relu(y * dinv + getattr(self, f"bias{i}"))
+        return z
+
+
+class TemporalHead(nn.Module):
+    """Serving part 2, per node: ``z (T, N, C)`` -> ET of the last day ``(N,)`` [mm].
+
+    The GRU written out step by step (input projections of all days in one matrix product), which
+    onnxruntime runs faster on node chunks than its fused GRU operator; equal to ``nn.GRU``.
+    """
+
+    def __init__(self, model: GcnGru) -> None:
+        super().__init__()
+        self.model = model
+        self.hidden = model.gru.hidden_size
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        g = self.model.gru
+        hd = self.hidden
+        gi_all = torch.matmul(z, g.weight_ih_l0.t()) + g.bias_ih_l0
+        h = None
+        for t in range(z.shape[0]):
+            gi = gi_all[t]
+            gh = g.bias_hh_l0 if h is None else torch.matmul(h, g.weight_hh_l0.t()) + g.bias_hh_l0
+            r = torch.sigmoid(gi[:, :hd] + gh[..., :hd])
+            u = torch.sigmoid(gi[:, hd:2 * hd] + gh[..., hd:2 * hd])
+            n = torch.tanh(gi[:, 2 * hd:] + r * gh[..., 2 * hd:])
+            h = (1 - u) * n if h is None else (1 - u) * n + u * h
+        return nn.functional.softplus(self.model.head(h)).squeeze(-1)
+
+
+SERVING_PARTS = {"spatial": "serving_spatial.onnx", "temporal": "serving_temporal.onnx"}
+
+
+def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], output: str,
+            dynamic_shapes: tuple) -> None:
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")          # the exporter's notes on dynamic axis names
+        torch.onnx.export(module, example, str(path), dynamo=True, input_names=input_names, output_names=[output],
+                          opset_version=18, external_data=False, verbose=False, dynamic_shapes=dynamic_shapes)
+
+
+def export_serving_parts(model: GcnGru, folder: Path, *, window_days: int, n_features: int,
+                         parity_tiles: list[tuple[np.ndarray, np.ndarray]],
+                         tolerance: float = PARITY_TOLERANCE_MM) -> tuple[dict[str, Path], ParityReport]:
+    """Export the two serving graphs and prove that spatial-per-day then temporal equals PyG."""
+    model = model.eval().cpu()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {k: folder / v for k, v in SERVING_PARTS.items()}
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    height = torch.export.Dim("height", min=3, max=8192)
+    width = torch.export.Dim("width", min=3, max=8192)
+    _export(SpatialGrid(model).eval(), (torch.zeros(2, n_features, 8, 8), torch.ones(2, 8, 8)), paths["spatial"],
+            ["x", "mask"], "z", ({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width}))
+    nodes = torch.export.Dim("nodes", min=2, max=1 << 28)
+    _export(TemporalHead(model).eval(), (torch.zeros(window_days, 16, model.hidden),), paths["temporal"],
+            ["z"], "et", ({1: nodes},))
+    bad = (graph_ops(paths["spatial"]) | graph_ops(paths["temporal"])) & FORBIDDEN_OPS
+    if bad:
+        raise ExportError(f"{folder}: the serving graphs contain {sorted(bad)}; expected no scatter operations")
+    spatial, temporal = onnx_session(paths["spatial"]), onnx_session(paths["temporal"])
+    worst, compared = 0.0, 0
+    for x, mask in parity_tiles:
+        expected = pyg_on_tile(model, x, mask)
+        got = run_parts(spatial, temporal, x, mask)
+        valid = mask.astype(bool)
+        diff = np.abs(got[valid] - expected[valid])
+        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        compared += int(valid.sum())
+    if worst > tolerance:
+        raise ExportError(f"{folder}: the serving graphs differ from the PyG model by {worst:.3g} mm; "
+                          f"expected at most {tolerance:g} mm on {compared} cells")
+    return paths, ParityReport(worst, compared, tuple(sorted(graph_ops(paths["spatial"]) | graph_ops(paths["temporal"]))))
+
+
+def run_parts(spatial, temporal, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The serving path on one whole tile ``x (T, H, W, F)``: spatial per day, then temporal per cell."""
+    t, h, w, _ = x.shape
+    z = [spatial.run(["z"], {"x": np.ascontiguousarray(x[k].transpose(2, 0, 1))[None],
+                             "mask": mask[None].astype(np.float32)})[0][0] for k in range(t)]
+    seq = np.stack([zk.reshape(zk.shape[0], h * w).T for zk in z])          # (T, N, C)
+    return temporal.run(["et"], {"z": np.ascontiguousarray(seq)})[0].reshape(h, w)
+
+
 @dataclass(frozen=True)
 class ParityReport:
     max_abs_diff_mm: float

@@ -19,7 +19,7 @@ from etfuse import __version__
 from etfuse.features import FEATURES
 from etfuse.store import HarmonisedStore
 from training.evaluate import heldout_frame, plots, score_table, summary_metrics
-from training.export import export_onnx, onnx_session
+from training.export import export_onnx, export_serving_parts, onnx_session
 from training.samples import SampleSet, build_samples, normalisation, split_samples
 from training.train import FitResult, PatchBatcher, fit, predict
 
@@ -113,7 +113,10 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
     frame["fused"] = predict(result.model, batcher, keys)
     for source in ("gleam", "modis"):
         frame[f"fused_without_{source}"] = predict(result.model, batcher, keys, drop_source=source)
-    models = ["fused", "gleam", "era5land"]
+    models = ["fused"] + [m for m in ("gleam", "era5land") if frame[m].notna().any()]
+    for raw in {"gleam", "era5land"} - set(models):
+        echo(f"warning: no {raw} ET on any held-out station-day; the model cannot be compared with it and the "
+             "gate will not promote it")
     champion = registry.champion() if registry is not None else None
     if champion is not None:
         path, version = registry.onnx_model_path("champion")
@@ -138,9 +141,13 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
     parity = export_onnx(result.model, onnx_path, window_days=settings.window_days, features=FEATURES,
                          parity_tiles=_parity_tiles(samples, keys, np.random.default_rng(settings.training.seed)),
                          metadata={"etfuse_version": __version__, "normalisation": norm})
-    metrics["onnx_parity_max_abs_diff_mm"] = parity.max_abs_diff_mm
+    tiles = _parity_tiles(samples, keys, np.random.default_rng(settings.training.seed + 1))
+    serving_paths, serving_parity = export_serving_parts(result.model, work / "serving", window_days=settings.window_days,
+                                                         n_features=len(FEATURES), parity_tiles=tiles)
+    metrics["onnx_parity_max_abs_diff_mm"] = max(parity.max_abs_diff_mm, serving_parity.max_abs_diff_mm)
     timings["export"] = time.perf_counter() - t
-    echo(f"ONNX export: parity {parity.max_abs_diff_mm:.2g} mm on {parity.cells_compared} cells; no scatter ops")
+    echo(f"ONNX export: parity {metrics['onnx_parity_max_abs_diff_mm']:.2g} mm on "
+         f"{parity.cells_compared + serving_parity.cells_compared} cells (whole model and serving graphs); no scatter ops")
 
     # the training data's distribution: what ingest's drift checks compare new batches with
     from etfuse.quality.drift import default_stats_path, reference_stats_from_store, save_reference_stats
@@ -178,13 +185,15 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
             onnx_path=onnx_path,
             onnx_example={k: v[:1] for k, v in zip(("x", "mask"), patch_tiles(samples, keys.iloc[:1]))},
             heldout=frame[["station_id", "date", "set"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")),
+            extra_files=list(serving_paths.values()),
         )
         from training.registry import heldout_fingerprint
         info = registry.log_and_register(record)
         version = info.version
         decision = registry.gate(version, candidate_rmse=metrics["heldout_fused_rmse"],
                                  champion_rmse=metrics.get("heldout_champion_rmse"),
-                                 gleam_rmse=metrics["heldout_gleam_rmse"], era5land_rmse=metrics["heldout_era5land_rmse"],
+                                 gleam_rmse=metrics.get("heldout_gleam_rmse", float("nan")),
+                                 era5land_rmse=metrics.get("heldout_era5land_rmse", float("nan")),
                                  actor=actor, heldout_sha256=heldout_fingerprint(record.heldout))
         timings["register"] = time.perf_counter() - t
         if decision.promoted:

@@ -98,6 +98,8 @@ class TrainingRecord:
     onnx_path: Path                         # the exported ONNX file; registered as the version's model
     onnx_example: dict[str, np.ndarray]     # feed for the ONNX model: checked, and defines its signature
     heldout: pd.DataFrame | None = None     # held-out station-day keys (station_id, date) used for the gate
+    #: files stored with the registered model under extra_files/ (e.g. the two serving graphs)
+    extra_files: list[Path] = field(default_factory=list)
     run_name: str | None = None             # MLflow run name; default "gcn-gru <start>..<end>"
     #: per-epoch curves, e.g. {"train_loss": [...], "val_rmse": [...]}, logged as metrics with step = epoch
     metric_history: dict[str, list[float]] = field(default_factory=dict)
@@ -495,7 +497,8 @@ class ModelRegistry:
                 onnx_info = mlflow.onnx.log_model(
                     onnx_model, name=ONNX_MODEL_NAME, signature=onnx_signature, input_example=feed if small else None,
                     onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=big,
-                    pip_requirements=_requirements("onnx", "onnxruntime", "numpy"), extra_files=[str(norm_file)])
+                    pip_requirements=_requirements("onnx", "onnxruntime", "numpy"),
+                    extra_files=[str(norm_file), *(str(p) for p in record.extra_files)])
 
                 mv = mlflow.register_model(onnx_info.model_uri, self.name, tags=version_tags)
                 version = int(mv.version)  # int over SQLite, str over HTTP

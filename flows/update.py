@@ -1,0 +1,59 @@
+"""The update flow: every stale product day in date order (etfuse.serving.update does the work)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.alerting import alert_on_failure
+from flows.common import flow_settings
+
+
+def _progress_printer(total_hint: str):
+    """A rich progress bar on a terminal, log lines otherwise (Prefect captures them)."""
+    logger = get_run_logger()
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        bar = Progress(TextColumn("update"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                       TimeRemainingColumn(), transient=True)
+        bar.start()
+        job = bar.add_task("", total=None)
+
+        def progress(k, n, day):
+            bar.update(job, completed=k, total=n, description=f"{day:%Y-%m-%d}")
+            if k == n:
+                bar.stop()
+        return progress
+
+    def log_progress(k, n, day):
+        logger.info("product day %s written (%d/%d)", f"{day:%Y-%m-%d}", k, n)
+    return log_progress
+
+
+@task(name="compute-days", cache_policy=NO_CACHE)
+def compute_days(settings, start, end) -> dict:
+    from serving.predictor import Predictor
+    from serving.product import ProductStore
+    from serving.update import run_update
+    from training.registry import ModelRegistry
+    predictor = Predictor(settings, registry=ModelRegistry(settings))
+    report = run_update(settings, predictor=predictor, product=ProductStore(settings), start=start, end=end,
+                        progress=_progress_printer(""))
+    return {"summary": report.summary(), "model_version": report.model_version, "written": report.written,
+            "years_rebuilt": report.years_rebuilt,
+            "median_seconds_per_day": (sorted(report.seconds_per_day)[len(report.seconds_per_day) // 2]
+                                       if report.seconds_per_day else None)}
+
+
+@flow(name="update", on_failure=[alert_on_failure], on_crashed=[alert_on_failure], description="Compute every product day whose inputs are present and whose product is "
+                                 "missing or stale (new or revised inputs, or a new champion), in date order.")
+def update_flow(config: str | None = None, home: str | None = None, day: date | None = None,
+                since: date | None = None, until: date | None = None) -> dict:
+    settings = flow_settings(config, home)
+    start, end = (day, day) if day else (since, until)
+    result = compute_days(settings, start, end)
+    get_run_logger().info(result["summary"])
+    return result

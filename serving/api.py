@@ -1,0 +1,204 @@
+"""The HTTP API over the daily product (FastAPI; OpenAPI docs at /docs).
+
+Read-only: point time series, area statistics, a day's quicklook map, the serving model, health
+and readiness.  Every input is validated before any file is touched (coordinates inside the
+region, dates that exist, bounded ranges and areas) and refused with a clear 4xx message.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from etfuse import __version__
+from etfuse.grid import TargetGrid
+
+log = logging.getLogger(__name__)
+
+
+class TimeseriesPoint(BaseModel):
+    date: date
+    et_mm: float | None = Field(description="daily actual evapotranspiration [mm] (= kg m-2); null where no product")
+    status: str | None = Field(description="provisional or final")
+    model_version: int | None
+
+
+class Timeseries(BaseModel):
+    lat: float
+    lon: float
+    cell_lat: float = Field(description="centre of the product cell holding the point [degrees north]")
+    cell_lon: float = Field(description="centre of the product cell holding the point [degrees east]")
+    units: str = "mm day-1"
+    values: list[TimeseriesPoint]
+
+
+class AreaStats(BaseModel):
+    date: date
+    bbox: tuple[float, float, float, float] = Field(description="west, south, east, north [degrees]")
+    cells: int
+    valid_cells: int
+    mean_mm: float | None
+    min_mm: float | None
+    max_mm: float | None
+    std_mm: float | None
+    total_m3: float | None = Field(description="volume evaporated over the cells [m3] (cell areas on the sphere)")
+    status: str | None
+    model_version: int | None
+
+
+class ModelInfo(BaseModel):
+    version: int | None
+    alias: str = "champion"
+    providers: list[str] = []
+    metrics: dict[str, float] = {}
+    status: str
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def create_app(settings, *, product=None, registry=None, predictor=None) -> FastAPI:
+    """The API over ``settings``' product; collaborators can be injected (tests)."""
+    from serving.product import DayNotFoundError, ProductError, ProductStore
+
+    grid = TargetGrid.from_region(settings.region)
+    product = product or ProductStore(settings, grid)
+    limits = settings.serving
+    app = FastAPI(title="etfuse ET product API", version=__version__,
+                  description="Daily actual evapotranspiration over Qinghai (0.01 deg), fused from GLEAM, "
+                              "ERA5-Land and MODIS by a GCN-GRU. Read-only.")
+
+    @app.exception_handler(ProductError)
+    async def _product_error(request: Request, exc: ProductError):      # found while reading: a 4xx, not a 500
+        return JSONResponse(status_code=404 if isinstance(exc, DayNotFoundError) else 422,
+                            content={"detail": str(exc)})
+
+    def check_point(lat: float, lon: float) -> None:
+        w, s, e, n = grid.bbox()
+        if not (s <= lat <= n and w <= lon <= e):
+            raise HTTPException(422, f"point ({lat}, {lon}) is outside the product region "
+                                     f"lat {s}..{n}, lon {w}..{e}")
+
+    def check_range(start: date, end: date) -> None:
+        if end < start:
+            raise HTTPException(422, f"end {end} is before start {start}")
+        days = (end - start).days + 1
+        if days > limits.max_range_days:
+            raise HTTPException(422, f"{days} days asked; at most {limits.max_range_days} per request")
+
+    def record_of(day: date):
+        record = product.record(pd.Timestamp(day))
+        if record is None:
+            raise HTTPException(404, f"no product for {day}; days available: {_available(product)}")
+        return record
+
+    @app.get("/health", summary="The process is up")
+    def health() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/ready", summary="Product and model are usable")
+    def ready() -> JSONResponse:
+        problems = []
+        if not product.days():
+            problems.append("no product day written yet")
+        if registry is not None:
+            try:
+                registry.onnx_model_path("champion")
+            except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+                problems.append(f"model registry: {exc}")
+        status = 200 if not problems else 503
+        return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
+
+    @app.get("/model", response_model=ModelInfo, summary="The model that serves new days")
+    def model() -> ModelInfo:
+        if registry is None:
+            return ModelInfo(version=None, status="no registry configured")
+        try:
+            info = registry.champion()
+        except Exception as exc:  # noqa: BLE001
+            raise HTTPException(503, f"model registry unreachable: {exc}")
+        if info is None:
+            return ModelInfo(version=None, status="no champion yet")
+        providers = predictor.model().providers if predictor is not None else []
+        metrics = {k: float(v) for k, v in info.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        return ModelInfo(version=info.version, providers=providers, metrics=metrics, status=info.status)
+
+    @app.get("/days", summary="Product days with their status and model version")
+    def days(start: date | None = None, end: date | None = None) -> list[dict]:
+        return [{"date": f"{r.day:%Y-%m-%d}", "status": r.status, "model_version": r.model_version,
+                 "sources_used": sorted(r.sources_used)} for r in product.records(start, end)]
+
+    @app.get("/timeseries", summary="Daily ET at a point", response_model=Timeseries,
+             responses={200: {"content": {"text/csv": {}}}})
+    def timeseries(lat: float = Query(..., ge=-90, le=90, description="[degrees north]"),
+                   lon: float = Query(..., ge=-180, le=360, description="[degrees east]"),
+                   start: date = Query(...), end: date = Query(...),
+                   format: Literal["json", "csv"] = "json"):
+        check_point(lat, lon)
+        check_range(start, end)
+        frame = product.read_point(lat, lon, pd.Timestamp(start), pd.Timestamp(end))
+        row, col = grid.cell_of(lat, lon)
+        cell_lat, cell_lon = float(grid.lat[int(row)]), float(grid.lon[int(col)])
+        if format == "csv":
+            text = io.StringIO()
+            out = frame.assign(lat=cell_lat, lon=cell_lon)
+            out.to_csv(text, index=False, float_format="%.3f", date_format="%Y-%m-%d")
+            return PlainTextResponse(text.getvalue(), media_type="text/csv")
+        values = [TimeseriesPoint(date=pd.Timestamp(r.date).date(), et_mm=_finite(r.et_mm), status=r.status,
+                                  model_version=None if pd.isna(r.model_version) else int(r.model_version))
+                  for r in frame.itertuples()]
+        return Timeseries(lat=lat, lon=lon, cell_lat=cell_lat, cell_lon=cell_lon, values=values)
+
+    @app.get("/area", summary="Statistics of a day's ET over a box", response_model=AreaStats)
+    def area(west: float = Query(..., description="[degrees east]"), south: float = Query(...),
+             east: float = Query(...), north: float = Query(...), day: date = Query(..., alias="date")):
+        if not (west < east and south < north):
+            raise HTTPException(422, f"expected west < east and south < north, got {west},{south},{east},{north}")
+        w, s, e, n = grid.bbox()
+        if east <= w or west >= e or north <= s or south >= n:
+            raise HTTPException(422, f"the box does not overlap the product region lat {s}..{n}, lon {w}..{e}")
+        cells = (min(n, north) - max(s, south)) * (min(e, east) - max(w, west)) / grid.resolution_deg ** 2
+        if cells > limits.max_area_cells:
+            raise HTTPException(422, f"the box covers about {int(cells)} cells; at most {limits.max_area_cells}")
+        record = record_of(day)
+        box = (west, south, east, north)
+        values = product.read_area(box, pd.Timestamp(day))
+        lats = grid.lat[product.area_window(box)[0]][:, None]
+        finite = np.isfinite(values)
+        volume = None
+        if finite.any():
+            # cell area [m2] on a sphere of radius 6371 km times ET [mm] / 1000
+            dlat = np.deg2rad(grid.resolution_deg)
+            area_m2 = (6_371_000.0 ** 2) * dlat * dlat * np.cos(np.deg2rad(lats))
+            volume = float(np.nansum(values * area_m2 / 1000.0))
+        return AreaStats(date=day, bbox=(west, south, east, north), cells=int(values.size), valid_cells=int(finite.sum()),
+                         mean_mm=_finite(np.nanmean(values)) if finite.any() else None,
+                         min_mm=_finite(np.nanmin(values)) if finite.any() else None,
+                         max_mm=_finite(np.nanmax(values)) if finite.any() else None,
+                         std_mm=_finite(np.nanstd(values)) if finite.any() else None,
+                         total_m3=volume, status=record.status, model_version=record.model_version)
+
+    @app.get("/map/{day}.png", summary="A day's quicklook map", response_class=FileResponse,
+             responses={200: {"content": {"image/png": {}}}})
+    def day_map(day: date) -> Response:
+        record_of(day)
+        return FileResponse(product.quicklook(pd.Timestamp(day)), media_type="image/png")
+
+    return app
+
+
+def _available(product) -> str:
+    days = product.days()
+    if not days:
+        return "none"
+    return f"{days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d} ({len(days)} days)"
