@@ -287,6 +287,19 @@ class TrainingSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class ScheduleSettings(_Section):
+    """When the deployed flows run (Prefect cron strings, evaluated in ``timezone``)."""
+
+    #: The daily flow (ingest, then update).  ERA5-Land-T arrives about 5 days behind; GLEAM and
+    #: final ERA5-Land much later: the daily run picks up whatever has arrived.
+    daily_cron: str = "30 6 * * *"
+    #: The retrain flow (monthly).
+    retrain_cron: str = "0 3 1 * *"
+    timezone: str = "UTC"
+    #: Work pool of the production worker (docker-compose.yml); `etfuse schedule` needs none.
+    work_pool: str = "etfuse-pool"
+
+
 class ServingSettings(_Section):
     """The predictor, the product and the HTTP API; see docs/product.md and docs/serving.md."""
 
@@ -442,6 +455,7 @@ class Settings(BaseSettings):
     cma: CmaSettings = CmaSettings()
     modis: ModisSettings = ModisSettings()
     lst: LstSettings = LstSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     serving: ServingSettings = ServingSettings()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()

@@ -153,7 +153,7 @@ def ingest(
         report = ingest_all(s).to_json()
     else:
         from flows.ingest import ingest_flow
-        report = ingest_flow(config=str(_state["config"]) if _state["config"] else None, home=str(s.home))
+        report = ingest_flow(config=_config_path(), home=str(s.home))
     _print_outcomes(report)
 
 
@@ -241,7 +241,7 @@ def update(
         typer.echo(report.summary())
     else:
         from flows.update import update_flow
-        result = update_flow(config=str(_state["config"]) if _state["config"] else None, home=str(s.home),
+        result = update_flow(config=_config_path(), home=str(s.home),
                              since=pd.Timestamp(start).date() if start else None,
                              until=pd.Timestamp(end).date() if end else None)
         typer.echo(result["summary"])
@@ -281,7 +281,7 @@ def daily(
         typer.echo(report.summary())
         return
     from flows.daily import daily_flow
-    result = daily_flow(config=str(_state["config"]) if _state["config"] else None, home=str(s.home))
+    result = daily_flow(config=_config_path(), home=str(s.home))
     _print_outcomes(result["ingest"])
     typer.echo(result["update"]["summary"])
 
@@ -305,7 +305,7 @@ def backfill(
     s = settings()
     if workers < 1:
         raise typer.BadParameter("at least one worker", param_hint="--workers")
-    result = run_backfill(config=str(_state["config"]) if _state["config"] else None, home=str(s.home),
+    result = run_backfill(config=_config_path(), home=str(s.home),
                           start=pd.Timestamp(start).date(), end=pd.Timestamp(end).date(), workers=workers,
                           address=dask_address, chunk_days=chunk_days)
     typer.echo(f"backfill {start}..{end} with model v{result['model_version']}: {result['days']} day(s) in "
@@ -358,6 +358,34 @@ def status() -> None:
     reports = s.folder("reports") / "index.html"
     if reports.exists():
         typer.echo(f"\nvalidation reports: {reports.resolve()}")
+
+
+@app.command()
+def schedule(
+    register_only: Annotated[bool, typer.Option("--register", help="Only register the deployments for the work pool "
+                                                "(schedule.work_pool; a `prefect worker` runs them), then exit.")] = False,
+    source: Annotated[Optional[Path], typer.Option(help="With --register: the folder holding the code (default: here).")] = None,
+) -> None:
+    """Run the scheduled flows: daily (ingest + update, schedule.daily_cron) and retrain (schedule.retrain_cron).
+
+    Needs a Prefect server (prefect.api_url or PREFECT_API_URL).  Without --register this process
+    registers the deployments and executes their runs until it is stopped; runs missed while it was
+    down are picked up late, which is safe because every flow only does what is not done yet.
+    """
+    from flows.deployments import register, serve
+    s = settings()
+    config = _config_path()
+    if register_only:
+        ids = register(s, source=str((source or Path.cwd()).resolve()), config=config)
+        typer.echo(f"registered {len(ids)} deployments for work pool {s.schedule.work_pool!r}: {', '.join(ids)}")
+        return
+    serve(s, config)
+
+
+def _config_path() -> str | None:
+    """The config file in use (--config or ETFUSE_CONFIG), absolute, for flows run elsewhere."""
+    path = _state["config"] or os.environ.get("ETFUSE_CONFIG")
+    return str(Path(path).resolve()) if path else None
 
 
 def _actor() -> str:

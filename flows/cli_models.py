@@ -176,9 +176,9 @@ def rollback(
     version are computed again with the restored champion.
     """
     if recompute:
-        from flows.cli import _state, settings
+        from flows.cli import _config_path, settings
         from flows.rollback import rollback_flow
-        result = rollback_flow(config=str(_state["config"]) if _state["config"] else None, home=str(settings().home),
+        result = rollback_flow(config=_config_path(), home=str(settings().home),
                                to=to, reason=reason, actor=_actor(by))
         typer.echo(f"rolled back: champion is now version {result['to']} (was {result['from']}); "
                    f"{result.get('summary', 'no product day to recompute')}")

@@ -52,8 +52,19 @@ def compute_days(settings, start, end) -> dict:
                                  "missing or stale (new or revised inputs, or a new champion), in date order.")
 def update_flow(config: str | None = None, home: str | None = None, day: date | None = None,
                 since: date | None = None, until: date | None = None) -> dict:
+    from serving.predictor import NoModelError
     settings = flow_settings(config, home)
     start, end = (day, day) if day else (since, until)
-    result = compute_days(settings, start, end)
+    try:
+        result = compute_days(settings, start, end)
+    except NoModelError as exc:
+        # before the first model is promoted there is nothing to compute: say so, once per alert window
+        from etfuse.alerts import Alert, AlertDispatcher
+        dispatcher = AlertDispatcher(settings)
+        dispatcher.send(Alert(severity="warning", source="flow", kind="no_model", checks=["no_champion"],
+                              summary=f"update computed nothing: {exc}"))
+        dispatcher.flush()
+        result = {"summary": f"no product day computed: {exc}", "model_version": None, "written": {},
+                  "years_rebuilt": [], "median_seconds_per_day": None}
     get_run_logger().info(result["summary"])
     return result

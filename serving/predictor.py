@@ -33,6 +33,10 @@ class PredictorError(EtfuseError):
     """The model cannot be served as asked (no champion, GPU missing, incompatible inputs)."""
 
 
+class NoModelError(PredictorError):
+    """No model has been registered or promoted to champion yet (not an outage: train one)."""
+
+
 @dataclass(frozen=True)
 class Tile:
     """Core rows/cols of the output and the slice of input (core plus halo) that produces them."""
@@ -148,10 +152,14 @@ class Predictor:
         if self.model_path is not None:
             path, version = self.model_path, (self.model_version or 0)
         else:
+            from training.registry import RegistryUnavailableError
             try:
                 path, version = self.registry.onnx_model_path("champion")
+            except RegistryUnavailableError as exc:
+                raise PredictorError(f"no model to serve: the registry is unreachable and no model was loaded "
+                                     f"before: {exc}") from exc
             except EtfuseError as exc:
-                raise PredictorError(f"no model to serve: {exc}") from exc
+                raise NoModelError(f"no model to serve: {exc}; train and promote one (`etfuse train`)") from exc
         with self._lock:
             if version not in self._cache:
                 self._cache[version] = self._load(Path(path), version)

@@ -54,11 +54,20 @@ def test_flows_end_to_end(scenario, small_world):
     from training.registry import ModelRegistry
     settings, config = scenario
 
-    # a failing run raises an alert: no champion yet, so update cannot run
-    state = update_flow(config=config, return_state=True)
+    # before any model: update computes nothing and says so (a warning, not a failure)
+    quiet = update_flow(config=config)
+    assert quiet["written"] == {} and "no product day computed" in quiet["summary"]
+    assert [a["kind"] for a in _alerts(settings) if a.get("record") == "alert"] == ["no_model"]
+
+    # a failing run raises a critical alert: a corrupt ledger makes ingest fail
+    ledger = settings.harmonised / "ledger.sqlite"
+    saved = ledger.read_bytes()
+    ledger.write_bytes(b"this is not a database" * 100)
+    state = daily_flow(config=config, return_state=True)
+    ledger.write_bytes(saved)
     assert state.is_failed()
     failed = [a for a in _alerts(settings) if a.get("kind") == "flow_failed"]
-    assert failed and failed[-1]["severity"] == "critical" and "update" in failed[-1]["summary"]
+    assert failed and failed[-1]["severity"] == "critical" and "daily" in " ".join(a["summary"] for a in failed)
 
     # retrain registers v1; make it champion whatever the gate said (a 2-epoch model)
     v1 = retrain_flow(config=config)

@@ -1,0 +1,96 @@
+"""Scheduled deployments against a real `prefect server` process: registered with the crons of the
+settings, and a triggered run of `daily` executed by `etfuse schedule` (prefect.serve)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float) -> None:
+    import urllib.request
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+           "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/health", 120)
+        yield f"http://127.0.0.1:{port}/api"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_schedule_registers_crons_and_runs_daily(prefect_server, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    config = tmp_path / "etfuse.yaml"
+    config.write_text(json.dumps({"home": str(home), "region": "test", "prefect": {"api_url": prefect_server},
+                                  "schedule": {"daily_cron": "15 5 * * *", "retrain_cron": "0 2 1 * *"}}))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "ETFUSE_CONFIG": str(config)}
+    serving = subprocess.Popen([sys.executable, "-m", "flows.cli", "schedule"], env=env, cwd=os.getcwd(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.deployments import run_deployment
+        import asyncio
+
+        async def deployments():
+            async with get_client() as client:
+                return await client.read_deployments()
+
+        deadline = time.time() + 120
+        found = []
+        while time.time() < deadline and len(found) < 2:
+            found = asyncio.run(deployments())
+            time.sleep(1)
+        crons = {d.name: d.schedules[0].schedule.cron for d in found}
+        assert crons == {"daily": "15 5 * * *", "retrain": "0 2 1 * *"}
+        assert all(d.parameters == {"config": str(config)} for d in found)
+        run = run_deployment("daily/daily", timeout=240)
+        assert run.state.is_completed(), run.state
+        assert (home / "alerts" / "alerts.jsonl").exists()       # the run ran with our settings (no model yet: a warning)
+    finally:
+        os.killpg(serving.pid, signal.SIGTERM)
+        try:
+            serving.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serving.pid, signal.SIGKILL)
+
+
+def test_schedules_need_a_server(settings, monkeypatch):
+    from flows.deployments import ScheduleError, require_server
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(ScheduleError, match="schedules need a Prefect server"):
+        require_server(settings)
