@@ -11,21 +11,38 @@ Every file found in ``landing/<source>/`` ends in exactly one place:
   the landing copy is archived beside it (or dropped when an identical copy with the same name is
   there) and nothing else changes.
 
-The file is moved last, after the store write, so a crash at any point leaves it in landing and
-the next run repeats the work idempotently.  The Prefect flow (flows/ingest.py) only orchestrates
-these functions.
+* superseded: a late ERA5T file whose every day is already stored as final ERA5-Land: archived
+  (it is a genuine provider file), nothing stored, a warning alert (etfuse/store.py keeps final).
+
+The file is moved last, after the store write and after its ledger record, so a crash at any point
+leaves it in landing and the next run repeats the work idempotently (a run that finds the record of
+an accept whose move it did not see finishes the move).  Moves are renames, or, across
+filesystems, a copy to a temporary name, fsync and rename before the landing copy is removed: a
+crash never leaves a partial file under a final name.
+
+One ingest at a time: ``ingest_all`` holds the ingest lock (``harmonised/.ingest.lock``) for its
+whole run and ``ingest_file`` for each file, and a file that is no longer in landing when its turn
+comes (another run took it) is reported as ``skipped``, so two runs over the same landing zone
+(two daily runs at once, a flow and an operator) never move a file twice.  The Prefect flow
+(flows/ingest.py) only orchestrates these functions.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
+import os
 import re
 import shutil
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -42,8 +59,68 @@ SOURCE_ORDER = ("era5land", "gleam", "modis", "cma", "stations", "fluxnet")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+#: how long an ingest waits for another one to finish before giving up [s]
+INGEST_LOCK_TIMEOUT_S = 3 * 3600.0
+#: errors of the machine, not of the file: the run stops and the file stays in landing for the next
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+
+
 class QuarantineError(EtfuseError):
     """A quarantine operation cannot be done (unknown file, name clash)."""
+
+
+class IngestLockedError(EtfuseError):
+    """Another ingest held the ingest lock for longer than INGEST_LOCK_TIMEOUT_S."""
+
+
+_lock_guard = threading.RLock()
+_held_locks: dict[str, list] = {}
+
+
+@contextmanager
+def ingest_lock(settings, *, timeout: float | None = None) -> Iterator[None]:
+    """One ingest at a time per ETFUSE_HOME (an fcntl lock on ``harmonised/.ingest.lock``).
+
+    Re-entrant within a thread (ingest_all holds it and ingest_file takes it again); other threads
+    of the process and other processes wait, up to ``timeout`` (default INGEST_LOCK_TIMEOUT_S).
+    The lock dies with its process, so a killed run never leaves it held.
+    """
+    path = Path(settings.harmonised) / ".ingest.lock"
+    key = str(path.resolve())
+    deadline = time.monotonic() + (INGEST_LOCK_TIMEOUT_S if timeout is None else timeout)
+    with _lock_guard:                          # threads of this process queue here; the same thread re-enters
+        held = _held_locks.get(key)
+        if held is not None:
+            held[1] += 1
+            try:
+                yield
+            finally:
+                held[1] -= 1
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+        try:
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        log.warning("another ingest is running (lock %s); waiting for it to finish", path)
+                        waited = True
+                    if time.monotonic() > deadline:
+                        raise IngestLockedError(f"another ingest has held {path} for too long; "
+                                                "its files are left in landing for the next run") from None
+                    time.sleep(0.2)
+            _held_locks[key] = [handle, 1]
+            try:
+                yield
+            finally:
+                del _held_locks[key]
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        finally:
+            handle.close()
 
 
 def safe_name(name: str) -> str:
@@ -63,7 +140,7 @@ class FileOutcome:
     source: str
     file: str
     sha256: str
-    status: str                         # accepted | quarantined | duplicate
+    status: str                         # accepted | quarantined | duplicate | superseded | skipped
     days: list[str] = field(default_factory=list)
     changes: dict[str, int] = field(default_factory=dict)
     kept_as: str | None = None
@@ -115,7 +192,11 @@ def discover(settings, *, now: float | None = None) -> tuple[list[LandingFile], 
             if path.name.endswith(tuple(settings.ingest.partial_suffixes)):
                 skipped.append(f"{source}/{path.name}: still being written (partial-file suffix)")
                 continue
-            if now - path.stat().st_mtime < settings.ingest.min_age_seconds:
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:         # taken meanwhile by another ingest run
+                continue
+            if now - mtime < settings.ingest.min_age_seconds:
                 skipped.append(f"{source}/{path.name}: younger than ingest.min_age_seconds")
                 continue
             files.append(LandingFile(source, path))
@@ -124,17 +205,42 @@ def discover(settings, *, now: float | None = None) -> tuple[list[LandingFile], 
 
 # ----------------------------------------------------------------------------- moving files
 def _move(src: Path, dest: Path) -> Path:
+    """Move ``src`` to ``dest``: a rename on one filesystem; across filesystems a copy to a temporary
+    name in dest's folder, fsync, rename, and only then the source is removed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(dest))      # a rename on one filesystem, copy + delete across
+    try:
+        os.rename(src, dest)
+        return dest
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        shutil.copy2(src, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    os.unlink(src)
     return dest
+
+
+def archive_path(path: Path, *, settings, source: str, sha256: str, first_day: str | None) -> Path:
+    """Where an accepted raw file is archived: ``archive/<source>/<first day>/<sha12>-<name>``."""
+    return settings.folder("archive") / source / (first_day or "undated") / f"{sha256[:12]}-{safe_name(path.name)}"
 
 
 def archive(path: Path, *, settings, source: str, sha256: str, first_day: str | None) -> Path:
     """Move an accepted raw file to ``archive/<source>/<first day>/<sha12>-<name>`` (content-addressed)."""
-    dest = settings.folder("archive") / source / (first_day or "undated") / f"{sha256[:12]}-{safe_name(path.name)}"
-    if dest.exists():                     # the same bytes under the same name are already archived
-        path.unlink()
-        return dest
+    dest = archive_path(path, settings=settings, source=source, sha256=sha256, first_day=first_day)
+    if dest.exists():
+        if file_sha256(dest) == sha256:   # the same bytes under the same name are already archived
+            path.unlink()
+            return dest
+        aside = dest.with_name(f"{dest.name}.mismatch-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
+        log.warning("archived %s does not hold the bytes its name says; kept as %s", dest, aside.name)
+        os.replace(dest, aside)
     return _move(path, dest)
 
 
@@ -144,15 +250,19 @@ def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) 
     dest = folder / safe_name(path.name)
     if dest.exists() and file_sha256(dest) != sha256:
         dest = folder / f"{sha256[:12]}-{safe_name(path.name)}"
-    if dest.exists():
-        path.unlink()                     # identical bytes already quarantined under this name
-    else:
-        _move(path, dest)
     record = {"file": path.name, "source": source, "sha256": sha256,
               "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **reason}
-    tmp = dest.with_name(dest.name + ".reason.json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(dest.with_name(dest.name + ".reason.json"))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.reason.json.{os.getpid()}.tmp")
+    try:                                  # the reason first: a full disk fails here, with the file still in landing
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        if dest.exists():
+            path.unlink()                 # identical bytes already quarantined under this name
+        else:
+            _move(path, dest)
+        tmp.replace(dest.with_name(dest.name + ".reason.json"))
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -199,16 +309,37 @@ def _refuse(lf: LandingFile, ctx: IngestContext, outcome: FileOutcome, reason: d
 
 
 def ingest_file(lf: LandingFile, ctx: IngestContext) -> FileOutcome:
-    """Read, validate, store and archive one landing file, or quarantine it; never raises for bad data."""
+    """Read, validate, store and archive one landing file, or quarantine it; never raises for bad data.
+
+    Holds the ingest lock while it works; a file that another run took meanwhile is ``skipped``.
+    Errors of the machine (disk full, read-only filesystem) propagate and leave the file in landing.
+    """
+    with ingest_lock(ctx.settings):
+        if not lf.path.is_file():
+            outcome = FileOutcome(lf.source, lf.path.name, "", "skipped",
+                                  reason={"stage": "claim", "error": "no longer in landing: another ingest run took it"})
+            return _finish(outcome, time.perf_counter())
+        return _ingest_file(lf, ctx)
+
+
+def _ingest_file(lf: LandingFile, ctx: IngestContext) -> FileOutcome:
     from etfuse.quality import ValidationContext, validate
 
     t0 = time.perf_counter()
     sha = file_sha256(lf.path)
     outcome = FileOutcome(lf.source, lf.path.name, sha, "pending")
     prior = ctx.store.delivery(sha, lf.source)
-    if prior is not None and prior["status"] in ("accepted", "duplicate"):
-        dest = archive(lf.path, settings=ctx.settings, source=lf.source, sha256=sha,
-                       first_day=(prior["days"] or [None])[0])
+    if prior is not None and prior["status"] in ("accepted", "duplicate", "superseded"):
+        first_day = (prior["days"] or [None])[0]
+        dest = archive_path(lf.path, settings=ctx.settings, source=lf.source, sha256=sha, first_day=first_day)
+        if (prior["status"] != "duplicate" and prior["file_name"] == lf.path.name and prior["kept_as"] == str(dest)
+                and not dest.exists()):
+            # the run that accepted this file recorded it and stopped before moving it: finish the move
+            archive(lf.path, settings=ctx.settings, source=lf.source, sha256=sha, first_day=first_day)
+            outcome.status, outcome.kept_as, outcome.days = prior["status"], str(dest), prior["days"]
+            outcome.changes = dict(prior["detail"].get("changes", {}))
+            return _finish(outcome, t0)
+        dest = archive(lf.path, settings=ctx.settings, source=lf.source, sha256=sha, first_day=first_day)
         outcome.status, outcome.kept_as, outcome.days = "duplicate", str(dest), prior["days"]
         ctx.store.record_delivery(sha256=sha, file_name=lf.path.name, source=lf.source, status="duplicate",
                                   kept_as=str(dest), days=prior["days"], detail={"same_as": prior["file_name"]})
@@ -223,6 +354,7 @@ def ingest_file(lf: LandingFile, ctx: IngestContext) -> FileOutcome:
                       checks=[f"read:{type(exc).__name__}"], details=reason)
         return _finish(_refuse(lf, ctx, outcome, reason, alert), t0)
     except Exception as exc:  # noqa: BLE001 - a reader bug must not leave the file in limbo
+        _raise_if_environment(exc)
         reason = {"stage": "read", "error": f"{type(exc).__name__}: {exc}"}
         return _finish(_refuse(lf, ctx, outcome, reason, alert_from_exception(
             exc, source=lf.source, kind="quarantined", file=lf.path.name, step="read")), t0)
@@ -230,7 +362,13 @@ def ingest_file(lf: LandingFile, ctx: IngestContext) -> FileOutcome:
     context = ValidationContext(today=ctx.today, reference_stats=ctx.reference_stats,
                                 other_source_day=lambda src, day: ctx.store.read_grid_day(src, day),
                                 known_station_ids=ctx.known_station_ids)
-    result = validate(lf.source, ds, settings=ctx.settings, file=lf.path, context=context)
+    try:
+        result = validate(lf.source, ds, settings=ctx.settings, file=lf.path, context=context)
+    except Exception as exc:  # noqa: BLE001 - a file that breaks validation must not block every later run
+        _raise_if_environment(exc)
+        reason = {"stage": "validation", "error": f"{type(exc).__name__}: {exc}"}
+        return _finish(_refuse(lf, ctx, outcome, reason, alert_from_exception(
+            exc, source=lf.source, kind="quarantined", file=lf.path.name, step="validation")), t0)
     report = str(result.report_path) if result.report_path else None
     if not result.accepted:
         reason = {"stage": "validation", **result.to_json()}
@@ -251,15 +389,39 @@ def ingest_file(lf: LandingFile, ctx: IngestContext) -> FileOutcome:
         _alert(ctx, Alert(severity="info", source=lf.source, kind="revision", file=lf.path.name, days=revised,
                           summary=f"{lf.path.name} revised {len(revised)} stored day(s); they are marked for reprocessing",
                           checks=["revision"], report_url=report), outcome)
+    finalised = [f"{c.day:%Y-%m-%d}" for c in changes if c.finalised and c.action != "revised"]
+    if finalised:                         # the same values, now final: the product days can become final
+        ctx.store.mark_reprocess(finalised, source=lf.source, reason=f"confirmed final by {lf.path.name}")
+    superseded = [f"{c.day:%Y-%m-%d}" for c in changes if c.superseded]
+    if superseded:
+        _alert(ctx, Alert(severity="warning", source=lf.source, kind="superseded", file=lf.path.name, days=superseded,
+                          summary=f"{lf.path.name}: {len(superseded)} day(s) of preliminary ERA5T not stored: final "
+                                  "ERA5-Land is already stored for them and is kept",
+                          checks=["era5t_over_final"], report_url=report), outcome)
     if result.warnings:
         _alert(ctx, alert_from_validation(result.to_json(), kind="validation_warning", report_url=report), outcome)
-    dest = archive(lf.path, settings=ctx.settings, source=lf.source, sha256=sha,
-                   first_day=outcome.days[0] if outcome.days else None)
-    outcome.status, outcome.kept_as = "accepted", str(dest)
-    ctx.store.record_delivery(sha256=sha, file_name=lf.path.name, source=lf.source, status="accepted",
-                              kept_as=str(dest), days=outcome.days,
-                              detail={"changes": outcome.changes, "warnings": [w.check for w in result.warnings]})
+    only_superseded = bool(superseded) and all(c.action in ("unchanged", "superseded") for c in changes)
+    status = "superseded" if only_superseded else "accepted"
+    dest = archive_path(lf.path, settings=ctx.settings, source=lf.source, sha256=sha,
+                        first_day=outcome.days[0] if outcome.days else None)
+    detail = {"changes": outcome.changes, "warnings": [w.check for w in result.warnings]}
+    if superseded:
+        detail["superseded_days"] = superseded
+        detail["superseded_reason"] = "preliminary ERA5T over final ERA5-Land: the final days are kept"
+    # recorded first, then moved: a crash in between leaves the file in landing and the record, and the
+    # next run finishes the move (see the duplicate branch above)
+    ctx.store.record_delivery(sha256=sha, file_name=lf.path.name, source=lf.source, status=status,
+                              kept_as=str(dest), days=outcome.days, detail=detail)
+    archive(lf.path, settings=ctx.settings, source=lf.source, sha256=sha,
+            first_day=outcome.days[0] if outcome.days else None)
+    outcome.status, outcome.kept_as = status, str(dest)
     return _finish(outcome, t0)
+
+
+def _raise_if_environment(exc: BaseException) -> None:
+    """Disk full, read-only or failing storage: not the file's fault; stop the run, keep the file in landing."""
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        raise exc
 
 
 def _finish(outcome: FileOutcome, t0: float) -> FileOutcome:
@@ -271,24 +433,29 @@ def _finish(outcome: FileOutcome, t0: float) -> FileOutcome:
 def ingest_all(settings, *, today: date | None = None, dispatcher: AlertDispatcher | None = None) -> IngestReport:
     """Every new landing file, in order (the plain-Python form of the ingest flow)."""
     ctx = IngestContext.create(settings, today=today, dispatcher=dispatcher)
-    files, skipped = discover(settings)
-    report = IngestReport(skipped=skipped)
-    for lf in files:
-        report.outcomes.append(ingest_file(lf, ctx))
+    with ingest_lock(settings):
+        files, skipped = discover(settings)
+        report = IngestReport(skipped=skipped)
+        for lf in files:
+            report.outcomes.append(ingest_file(lf, ctx))
     ctx.dispatcher.flush()
     return report
 
 
 # ----------------------------------------------------------------------------- quarantine management
 def quarantined(settings) -> list[dict]:
-    """Every file in quarantine with its reason record."""
+    """Every file in quarantine with its reason record (a file whose record is missing is listed too)."""
     out = []
     root = settings.folder("quarantine")
-    for reason_file in sorted(root.glob("*/*.reason.json")):
-        record = json.loads(reason_file.read_text())
-        data = reason_file.with_name(reason_file.name[: -len(".reason.json")])
+    for data in sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith(".")
+                       and not p.name.endswith(".reason.json")):
+        reason_file = data.with_name(data.name + ".reason.json")
+        try:
+            record = json.loads(reason_file.read_text())
+        except (OSError, ValueError):
+            record = {"error": "no reason record (the quarantine was interrupted); see the ingest logs"}
         failed = [o["check"] for o in record.get("outcomes", []) if not o.get("success", True)]
-        out.append({"source": reason_file.parent.name, "file": data.name, "path": str(data),
+        out.append({"source": data.parent.name, "file": data.name, "path": str(data),
                     "stage": record.get("stage"), "quarantined_at": record.get("quarantined_at"),
                     "why": ", ".join(failed) or record.get("error", ""), "report": record.get("report_path")})
     return out

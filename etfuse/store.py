@@ -18,6 +18,14 @@ Rules:
   00 UTC ERA5-Land step arriving in the next month's file) extend it (``extended``).  Different
   content for a stored variable is a ``revised`` day: the old file is kept under revisions/ and the
   ledger records time, file name and file hash of both.
+* Preliminary ERA5T never replaces final ERA5-Land: a late ERA5T delivery for a day already stored
+  as final leaves that day as it is (``superseded``); the delivery is still recorded.  Final data
+  identical to the stored ERA5T (the usual case) rewrites the day's stream to final
+  (``finalised``, a new ledger version with the same hash), so the day can become final.
+* A gridded delivery is checked day by day before anything is written: one the store refuses
+  (StoreError) leaves it untouched.
+* Temporary files of writers that died (``.<name>.<host>.<pid>.tmp``) are removed when a store is
+  opened on the same host (or when older than a day, whoever wrote them).
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,7 +50,10 @@ import xarray as xr
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
 
-Action = Literal["new", "extended", "revised", "unchanged"]
+#: ``superseded``: the day was left as stored because the delivery would put preliminary ERA5T over final
+#: ERA5-Land (a late ERA5T file); ``finalised``: the same content, now from final ERA5-Land instead of
+#: ERA5T (the day's stream changes, not its values); see HarmonisedStore._plan_grid_day
+Action = Literal["new", "extended", "revised", "unchanged", "superseded", "finalised"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grid_versions (
@@ -79,10 +92,50 @@ class DayChange:
     variables: list[str] = field(default_factory=list)
     #: variables (grids) or station ids (stations) whose stored content changed
     changed: list[str] = field(default_factory=list)
+    #: grid variables not stored because they would replace final ERA5-Land with preliminary ERA5T
+    superseded: list[str] = field(default_factory=list)
+    #: grid variables whose content was already stored as ERA5T and is now confirmed by final data
+    finalised: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _GridDayPlan:
+    """What storing one day of a gridded delivery would do (HarmonisedStore._plan_grid_day)."""
+
+    day: pd.Timestamp
+    path: Path
+    variables: list[str]
+    incoming: dict[str, str]
+    per_day_attrs: dict[str, str]
+    changed: list[str]
+    revised: list[str]
+    superseded: list[str]
+    same_grid: bool
+    exists: bool
+    finalised: list[str] = field(default_factory=list)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+#: a writer's temporary day file: ``.<name>.<host>.<pid>.tmp``
+_TMP = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
+_STALE_TMP_SECONDS = 24 * 3600
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "-") or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def content_sha256(values: np.ndarray, lat: np.ndarray | None = None, lon: np.ndarray | None = None) -> str:
@@ -106,6 +159,22 @@ class HarmonisedStore:
         self.root.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
+        self.removed_temp_files = self._clean_temp_files()
+
+    def _clean_temp_files(self) -> list[Path]:
+        """Remove day files half-written by a writer that died (same host and dead pid, or a day old)."""
+        host, now, removed = _host(), time.time(), []
+        for tmp in (self.root / "grids").glob("*/*/.*.tmp"):
+            match = _TMP.match(tmp.name)
+            try:
+                age = now - tmp.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            dead = match is not None and match.group("host") == host and not _pid_alive(int(match.group("pid")))
+            if dead or age > _STALE_TMP_SECONDS:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
 
     # ------------------------------------------------------------------ ledger
     @contextmanager
@@ -125,13 +194,17 @@ class HarmonisedStore:
 
     def put_grid(self, source: str, ds: xr.Dataset, *, file_name: str | None = None,
                  file_sha256: str | None = None) -> list[DayChange]:
-        """Store every day of a reader's gridded output; returns what happened to each day."""
+        """Store every day of a reader's gridded output; returns what happened to each day.
+
+        Every day is checked before any is written: a delivery the store refuses (StoreError)
+        leaves the store as it was, even when its first days would have fitted.
+        """
         if "time" not in ds.dims:
             raise StoreError(f"{source}: expected a dataset with a 'time' dimension, found dims {dict(ds.sizes)}")
-        changes = []
-        for k in range(ds.sizes["time"]):
-            changes.append(self._put_grid_day(source, ds.isel(time=[k]), file_name, file_sha256))
-        return changes
+        days = [ds.isel(time=[k]) for k in range(ds.sizes["time"])]
+        for day_ds in days:
+            self._plan_grid_day(source, day_ds)
+        return [self._put_grid_day(source, day_ds, file_name, file_sha256) for day_ds in days]
 
     @staticmethod
     def _variables_present(day_ds: xr.Dataset) -> list[str]:
@@ -145,60 +218,95 @@ class HarmonisedStore:
                 present.append(str(name))
         return present
 
-    def _put_grid_day(self, source: str, day_ds: xr.Dataset, file_name: str | None,
-                      file_sha256: str | None) -> DayChange:
+    @staticmethod
+    def _stored_meta(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, str | None], dict[str, str | None]]:
+        """A stored day's grid and, per variable, its content hash and ERA5 stream (no data read)."""
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            return (ds["lat"].values, ds["lon"].values,
+                    {str(v): ds[v].attrs.get("sha256") for v in ds.data_vars},
+                    {str(v): ds[v].attrs.get("era5_stream") for v in ds.data_vars})
+
+    def _plan_grid_day(self, source: str, day_ds: xr.Dataset) -> _GridDayPlan:
+        """What storing one day would do; raises StoreError (before anything is written) if it cannot."""
         day = pd.Timestamp(day_ds["time"].values[0])
         variables = self._variables_present(day_ds)
+        path = self.day_path(source, day)
         if not variables:
-            return DayChange(source, day, "unchanged")
+            return _GridDayPlan(day, path, [], {}, {}, [], [], [], True, False)
         lat, lon = day_ds["lat"].values, day_ds["lon"].values
         per_day_attrs = {str(c): str(day_ds[c].values[0]) for c in day_ds.coords
                          if day_ds[c].dims == ("time",) and not str(c).startswith("has_") and c != "time"}
         incoming = {v: content_sha256(day_ds[v].values, lat, lon) for v in variables}
-        path = self.day_path(source, day)
-        stored = self._read_day_file(path) if path.exists() else None
-        if stored is not None:
-            stored_sha = {str(v): stored[v].attrs.get("sha256") for v in stored.data_vars}
-            same_grid = (stored.sizes["lat"] == lat.size and stored.sizes["lon"] == lon.size
-                         and np.allclose(stored["lat"].values, lat) and np.allclose(stored["lon"].values, lon))
+        exists = path.exists()
+        if exists:
+            s_lat, s_lon, stored_sha, stored_stream = self._stored_meta(path)
+            same_grid = (s_lat.size == lat.size and s_lon.size == lon.size
+                         and np.allclose(s_lat, lat) and np.allclose(s_lon, lon))
         else:
-            stored_sha, same_grid = {}, True
+            s_lat, s_lon, stored_sha, stored_stream, same_grid = None, None, {}, {}, True
         changed = [v for v in variables if stored_sha.get(v) != incoming[v]]
-        if not changed:
-            return DayChange(source, day, "unchanged", variables)
-        revised = [v for v in changed if v in stored_sha]
-        if not same_grid and set(stored_sha) - set(variables):
+        # preliminary ERA5T never replaces final ERA5-Land: a late ERA5T file keeps the final day
+        superseded = [v for v in changed if v in stored_sha and per_day_attrs.get("era5_stream") == "ERA5T"
+                      and stored_stream.get(v) == "final"]
+        changed = [v for v in changed if v not in superseded]
+        written = [v for v in variables if v not in superseded]
+        # the same content, now confirmed by the final stream (ERA5T becomes final ERA5-Land unchanged)
+        finalised = [v for v in written if v in stored_sha and v not in changed
+                     and per_day_attrs.get("era5_stream") == "final" and stored_stream.get(v) != "final"]
+        if changed and not same_grid and set(stored_sha) - set(written):
             raise StoreError(
-                f"{source} {day:%Y-%m-%d}: the grid changed (stored {stored.sizes['lat']}x{stored.sizes['lon']}, "
+                f"{source} {day:%Y-%m-%d}: the grid changed (stored {s_lat.size}x{s_lon.size}, "
                 f"incoming {lat.size}x{lon.size}) but the delivery does not replace every stored variable "
                 f"({sorted(stored_sha)}); deliver all variables on the new grid")
+        revised = [v for v in changed if v in stored_sha]
+        return _GridDayPlan(day, path, variables, incoming, per_day_attrs, changed, revised, superseded,
+                            same_grid, exists, finalised)
+
+    def _put_grid_day(self, source: str, day_ds: xr.Dataset, file_name: str | None,
+                      file_sha256: str | None) -> DayChange:
+        plan = self._plan_grid_day(source, day_ds)
+        day, path, variables = plan.day, plan.path, plan.variables
+        if not plan.changed and not plan.finalised:
+            return DayChange(source, day, "superseded" if plan.superseded else "unchanged", variables,
+                             superseded=plan.superseded)
+        lat, lon = day_ds["lat"].values, day_ds["lon"].values
+        stored = self._read_day_file(path) if plan.exists else None
         merged = xr.Dataset(coords={"time": [day], "lat": lat, "lon": lon})
-        if stored is not None and same_grid:
+        written = [v for v in variables if v not in plan.superseded]
+        if stored is not None and plan.same_grid:
             for v in stored.data_vars:
-                if v not in variables:
+                if v not in written:
                     merged[v] = stored[v].load()
-        for v in variables:
+        for v in written:
             da = day_ds[v].astype(np.float32).load()
-            da.attrs = {**da.attrs, **per_day_attrs, "sha256": incoming[v],
+            da.attrs = {**da.attrs, **plan.per_day_attrs, "sha256": plan.incoming[v],
                         "source_file": file_name or "", "source_file_sha256": file_sha256 or ""}
             merged[v] = da.drop_vars([c for c in da.coords if c not in ("time", "lat", "lon")])
         merged = annotate(merged, source=source, title=f"etfuse harmonised {source} {day:%Y-%m-%d}")
         revision = self._revision(source, day) + 1 if stored is not None else 0
-        if stored is not None and revised:
+        if stored is not None and plan.revised:
             keep = path.parent.parent / "revisions" / f"{path.stem}.r{revision - 1}.nc"
             keep.parent.mkdir(parents=True, exist_ok=True)
             if not keep.exists():
                 os.link(path, keep)
         self._write_atomic(merged, path)
-        stream = per_day_attrs.get("era5_stream")
-        action: Action = "revised" if revised else ("extended" if stored is not None else "new")
+        stream = plan.per_day_attrs.get("era5_stream")
+        stored_vars = set(stored.data_vars) if stored is not None else set()
+        if plan.revised:
+            action: Action = "revised"
+        elif plan.changed:
+            action = "extended" if stored is not None else "new"
+        else:
+            action = "finalised"
         with self._db() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO grid_versions VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(source, f"{day:%Y-%m-%d}", v, revision, incoming[v], stream,
-                  "revised" if v in revised else ("new" if v not in stored_sha else "extended"),
-                  file_name, file_sha256, _now()) for v in changed])
-        return DayChange(source, day, action, variables, changed)
+                [(source, f"{day:%Y-%m-%d}", v, revision, plan.incoming[v], stream,
+                  "revised" if v in plan.revised else "finalised" if v in plan.finalised
+                  else ("new" if v not in stored_vars else "extended"),
+                  file_name, file_sha256, _now()) for v in plan.changed + plan.finalised])
+        return DayChange(source, day, action, variables, plan.changed, superseded=plan.superseded,
+                         finalised=plan.finalised)
 
     def _revision(self, source: str, day: pd.Timestamp) -> int:
         with self._db() as db:
@@ -214,7 +322,7 @@ class HarmonisedStore:
     @staticmethod
     def _write_atomic(ds: xr.Dataset, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.tmp")
         encoding = {v: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)} for v in ds.data_vars}
         encoding["time"] = {"units": "days since 1970-01-01", "dtype": "int32"}
         try:

@@ -3,6 +3,9 @@
 Read-only: point time series, area statistics, a day's quicklook map, the serving model, health
 and readiness.  Every input is validated before any file is touched (coordinates inside the
 region, dates that exist, bounded ranges and areas) and refused with a clear 4xx message.
+Requests are bounded before routing: a URL (path and query) longer than ``MAX_URL_BYTES`` is
+refused with 414, a declared body larger than ``MAX_BODY_BYTES`` with 413 (no route takes a body),
+and every method but GET/HEAD is refused (405): there is no mutating route.
 """
 
 from __future__ import annotations
@@ -23,6 +26,35 @@ from etfuse import __version__
 from etfuse.grid import TargetGrid
 
 log = logging.getLogger(__name__)
+
+#: longest accepted request target (path and query string) [bytes]
+MAX_URL_BYTES = 4096
+#: largest accepted request body [bytes]; no route reads one
+MAX_BODY_BYTES = 1024
+
+
+class RequestLimits:
+    """Pure ASGI middleware: refuse oversized URLs (414) and bodies (413) before any route runs."""
+
+    def __init__(self, app, max_url_bytes: int = MAX_URL_BYTES, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.max_url_bytes, self.max_body_bytes = app, max_url_bytes, max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string") or b"")
+            if target > self.max_url_bytes:
+                response = JSONResponse(status_code=414, content={
+                    "detail": f"request URL of {target} bytes; at most {self.max_url_bytes}"})
+                await response(scope, receive, send)
+                return
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and (not length.strip().isdigit() or int(length) > self.max_body_bytes):
+                response = JSONResponse(status_code=413, content={
+                    "detail": f"request body of {length.decode(errors='replace')[:20]} bytes; "
+                              f"at most {self.max_body_bytes} (this API is read-only)"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class TimeseriesPoint(BaseModel):
@@ -77,6 +109,7 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
     app = FastAPI(title="etfuse ET product API", version=__version__,
                   description="Daily actual evapotranspiration over Qinghai (0.01 deg), fused from GLEAM, "
                               "ERA5-Land and MODIS by a GCN-GRU. Read-only.")
+    app.add_middleware(RequestLimits)
 
     @app.exception_handler(ProductError)
     async def _product_error(request: Request, exc: ProductError):      # found while reading: a 4xx, not a 500

@@ -44,7 +44,7 @@ class DayPlan:
     day: pd.Timestamp
     fingerprint: str
     status: str                    # provisional | final
-    reason: str                    # missing | inputs changed | new model | up to date
+    reason: str                    # missing | inputs changed | new model | status changed | up to date
 
 
 @dataclass
@@ -88,6 +88,9 @@ def plan_days(settings, store: HarmonisedStore, product, *, model_version: int, 
     era5 = store.grid_days("era5land")
     if not era5:
         return []
+    first_day = settings.serving.first_day
+    if start is None and first_day is not None:
+        start = max(pd.Timestamp(first_day), era5[0])
     start = pd.Timestamp(start) if start is not None else era5[0]
     end = pd.Timestamp(end) if end is not None else era5[-1]
     ledger = _ledger(store, start - pd.Timedelta(days=window_days - 1), end)
@@ -116,6 +119,8 @@ def plan_days(settings, store: HarmonisedStore, product, *, model_version: int, 
             reason = "inputs changed"
         elif record.model_version != model_version:
             reason = "new model"
+        elif record.status != ("final" if final else "provisional"):
+            reason = "status changed"        # ERA5T confirmed unchanged by final ERA5-Land: same values, now final
         else:
             reason = "up to date"
         plans.append(DayPlan(day, fingerprint, "final" if final else "provisional", reason))
@@ -156,7 +161,12 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
                           start=start, end=end)
         todo = [p for p in plans if p.reason != "up to date" or not only_stale]
         report.planned = todo
+        # a yearly file left stale (a crash during its build, a deleted file) is rebuilt even with no day to compute
+        stale_years = set(product.stale_years()) if build_years else set()
         if not todo:
+            for year in sorted(stale_years):
+                product.build_year(year)
+                report.years_rebuilt.append(year)
             return report
         reader = InputReader(store, settings)
         elevation = elevation_on_grid(settings, reader.grid, reader.cache)
@@ -184,7 +194,7 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
                 progress(k + 1, len(todo), plan.day)
         store.reprocess_done([p.day for p in todo])
         if build_years:
-            for year in sorted({p.day.year for p in todo}):
+            for year in sorted({p.day.year for p in todo} | stale_years):
                 product.build_year(year)
                 report.years_rebuilt.append(year)
     log.info(report.summary())

@@ -669,14 +669,17 @@ class ModelRegistry:
 
     # -- gate, promotion, rollback --------------------------------------------------------------
     def gate(self, v: int, *, candidate_rmse: float, champion_rmse: float | None, gleam_rmse: float,
-             era5land_rmse: float, actor: str, heldout_sha256: str | None = None) -> GateDecision:
+             era5land_rmse: float, actor: str, heldout_sha256: str | None = None,
+             candidate_predictions=None) -> GateDecision:
         """Decide whether version ``v`` replaces the champion (training/gate.py), record the decision,
         the numbers and the reasons as ``etfuse.gate.*`` tags on ``v``, and promote it when it passes.
 
         All RMSEs [mm/day] must come from the same held-out station-days.  ``champion_rmse`` is the
         current champion scored on them; it may be None only when there is no champion yet.  When
         ``heldout_sha256`` (heldout_fingerprint of the days the numbers come from) is given, it must
-        equal the fingerprint recorded from ``v``'s run, else the gate fails.
+        equal the fingerprint recorded from ``v``'s run, else the gate fails.  When
+        ``candidate_predictions`` (the candidate's ET on the held-out station-days) is given, any
+        NaN or negative value fails the gate (training.gate.check_predictions).
         """
         info = self.version(v)
         champion = self.alias_version(CHAMPION)
@@ -688,7 +691,8 @@ class ModelRegistry:
         recorded = info.tags.get(TAG_HELDOUT)
         matches = None if heldout_sha256 is None or recorded is None else heldout_sha256 == recorded
         checks = evaluate_gate(candidate_rmse, champion_rmse, gleam_rmse, era5land_rmse, margin_mm=self.margin_mm,
-                               champion_version=champion, heldout_matches=matches)
+                               champion_version=champion, heldout_matches=matches,
+                               candidate_predictions=candidate_predictions)
         decision = GateDecision(
             version=info.version, promoted=all(c.passed for c in checks), candidate_rmse=float(candidate_rmse),
             champion_rmse=None if champion_rmse is None else float(champion_rmse), champion_version=champion,
@@ -834,13 +838,15 @@ class ModelRegistry:
         ``$ETFUSE_HOME/cache/models/<name>/<version>/`` (checked against the version's run id, so a
         cache filled from another registry is not reused) and read from there afterwards.  When MLflow
         cannot be reached, the last result this object resolved for the same reference is returned
-        (with a warning) so serving survives a registry outage; without one the error is raised.
+        (with a warning) so serving survives a registry outage; a new process that has resolved
+        nothing yet falls back to what the last process on this host resolved (recorded beside the
+        cache, used only while its download is complete); without either the error is raised.
         """
         key = str(alias_or_version)
         try:
             mv = self.resolve(alias_or_version)
         except RegistryUnavailableError as exc:
-            last = self._last_served.get(key)
+            last = self._last_served.get(key) or self._last_served_on_disk(key)
             if last is None:
                 raise
             log.warning("%s; serving the last resolved %s (version %d) until MLflow answers again", exc, key, last[1])
@@ -848,8 +854,35 @@ class ModelRegistry:
         version = int(mv.version)
         folder = self._cached_model(version, mv)
         result = (folder / self._read_marker(folder)["onnx"], version)
+        if self._last_served.get(key) != result:
+            self._remember_on_disk(key, version)
         self._last_served[key] = result
         return result
+
+    def _last_served_file(self, key: str) -> Path:
+        return self.cache_dir(0).parent / f".last-served-{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.json"
+
+    def _remember_on_disk(self, key: str, version: int) -> None:
+        path = self._last_served_file(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": version, "tracking_uri": mask_uri(self.tracking_uri),
+                                       "at": _utc_now().isoformat()}))
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only or full cache must not stop serving
+            log.warning("cannot record the served version in %s: %s", path, exc)
+
+    def _last_served_on_disk(self, key: str) -> tuple[Path, int] | None:
+        try:
+            version = int(json.loads(self._last_served_file(key).read_text())["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        folder = self.cache_dir(version)
+        marker = self._read_marker(folder)
+        if not marker or not (folder / marker.get("onnx", "model.onnx")).is_file():
+            return None
+        return folder / marker["onnx"], version
 
     def model_dir(self, alias_or_version: str | int = CHAMPION) -> tuple[Path, int]:
         """The local folder of the registered MLflow model (MLmodel, model.onnx, extra_files/ ...)."""

@@ -14,6 +14,7 @@ checked later.
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 from pathlib import Path
@@ -200,9 +201,25 @@ def point_dataset(frame: pd.DataFrame, *, source: str, paths: Sequence[Path],
 
 
 # --------------------------------------------------------------------------- the station table reader
+def _check_field_counts(text: str, path: Path) -> None:
+    """Every row has as many fields as the header: a row cut short (a truncated delivery) would
+    otherwise be read with its missing fields as blanks and a truncated last number."""
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    if not rows:
+        return
+    width = len(rows[0])
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != width:
+            raise SourceFormatError(path, f"line {number}: {len(row)} field(s), the header has {width}",
+                                    expected="every row as wide as the header (a cut or malformed row)",
+                                    found=",".join(row)[:80])
+
+
 def _table_frame(path: Path) -> pd.DataFrame:
     """One station table -> the per-file point frame, coordinates filled from the facts tables."""
-    raw = pd.read_csv(io.StringIO(read_text(path)), dtype=str, keep_default_na=False, na_values=[""])
+    text = read_text(path)
+    _check_field_counts(text, path)
+    raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [c for c in TABLE_REQUIRED if c not in raw.columns]
     if missing:
