@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import os
 from importlib import resources
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -311,6 +312,9 @@ class ServingSettings(_Section):
     threads: int = Field(2, ge=1, le=256)
     #: Core tile size [cells]; each tile is read with a halo of the model's receptive field.
     tile_size: int = Field(256, ge=8, le=8192)
+    #: First day of the product: update and daily compute nothing before it (a backfill given an
+    #: explicit range still can).  None = from the first day with ERA5-Land.
+    first_day: date | None = None
     #: Keep this many assembled input days in memory between consecutive product days.
     feature_cache_days: int = Field(8, ge=0, le=64)
     #: zlib level of product files and the precision kept [mm] (least significant digit).

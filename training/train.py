@@ -125,7 +125,7 @@ def fit(samples: SampleSet, split: Split, norm: dict, settings,
             loss = torch.nn.functional.mse_loss(model(x, edges)[centre], y)
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         val_rmse = float(np.sqrt(np.mean((predict(model, batcher, split.validation) - samples.targets[
             split.validation["s"], split.validation["d"]]) ** 2)))
         history.append({"epoch": epoch, "train_mse": float(np.mean(losses)), "validation_rmse": val_rmse})

@@ -19,7 +19,6 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pandas as pd
-import pytest
 import xarray as xr
 
 from etfuse.ingest import ingest_all, quarantined, release
