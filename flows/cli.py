@@ -110,13 +110,18 @@ def synth(
 
 @app.command()
 def demo(
-    home: Annotated[Optional[Path], typer.Option(help="Runtime root for the demo; default $ETFUSE_HOME or ./var.")] = None,
-    days: Annotated[int, typer.Option(help="Length of the synthetic period [days].")] = 120,
+    home: Annotated[Optional[Path], typer.Option(help="Runtime root; the demo works in <home>/demo (wiped first). "
+                                                     "Default $ETFUSE_HOME or ./var.")] = None,
 ) -> None:
-    """The demo on embedded defaults: a small synthetic world, harmonised into the store, summarised."""
+    """The whole operational story on embedded defaults (about 6-7 minutes on 2 cores).
+
+    A synthetic world over the test region in the providers' formats; its archive ingested with a
+    few bad files quarantined and alerted; v1 trained, registered and promoted; the update over a
+    month; one more day delivered and the daily flow run; v2 trained and gated; a rollback; status.
+    """
     from flows.demo import run_demo
     overrides = {"home": home} if home else {}
-    run_demo(settings(region="test", **overrides), days=days, echo=typer.echo)
+    run_demo(settings(region="test", **overrides), echo=typer.echo)
 
 
 quarantine_app = typer.Typer(no_args_is_help=True, help="Files that failed reading or validation.")
@@ -315,49 +320,9 @@ def backfill(
 @app.command()
 def status() -> None:
     """Where things stand: stored inputs, product days, provisional days, the champion, quarantine, recent alerts."""
-    import json as _json
-
-    from etfuse.store import HarmonisedStore
-    s = settings()
-    typer.echo(f"ETFUSE_HOME {s.home.resolve()}  region {s.region.name} {s.region.bbox} at {s.region.resolution_deg} deg")
-    summary = HarmonisedStore(s.harmonised).summary() if s.harmonised.exists() else None
-    typer.echo("\nharmonised store:")
-    typer.echo(summary.to_string(index=False) if summary is not None and len(summary) else "  empty")
-    from serving.product import ProductStore
-    records = ProductStore(s, reconcile=False).records() if s.folder("product").exists() else []
-    typer.echo("\nproduct:")
-    if records:
-        provisional = [r for r in records if r.status == "provisional"]
-        models = sorted({r.model_version for r in records})
-        typer.echo(f"  {len(records)} days {records[0].day:%Y-%m-%d}..{records[-1].day:%Y-%m-%d}, last day "
-                   f"{records[-1].day:%Y-%m-%d} ({records[-1].status}, model v{records[-1].model_version}); "
-                   f"{len(provisional)} provisional; written by model version(s) {models}")
-        if provisional:
-            typer.echo(f"  provisional: {', '.join(f'{r.day:%Y-%m-%d}' for r in provisional[-10:])}"
-                       + (" ..." if len(provisional) > 10 else ""))
-        typer.echo(f"  files under {s.folder('product').resolve()}")
-    else:
-        typer.echo("  no product day yet")
-    typer.echo("\nmodel:")
-    try:
-        from training.registry import ModelRegistry
-        champion = ModelRegistry(s).champion()
-        typer.echo(f"  champion v{champion.version} (held-out RMSE {champion.metrics.get('heldout_fused_rmse', float('nan')):.3f} mm/d)"
-                   if champion else "  no champion yet")
-    except Exception as exc:  # noqa: BLE001 - status reports what it can
-        typer.echo(f"  registry unavailable: {exc}")
-    from etfuse.ingest import quarantined
-    q = quarantined(s) if s.folder("quarantine").exists() else []
-    typer.echo(f"\nquarantine: {len(q)} file(s)" + (" (etfuse quarantine list)" if q else ""))
-    log_path = s.folder("alerts") / "alerts.jsonl"
-    alerts = [_json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
-    alerts = [a for a in alerts if a.get("record") in ("alert", "digest")]
-    typer.echo(f"\nrecent alerts ({len(alerts)} in {log_path}):")
-    for a in alerts[-5:]:
-        typer.echo(f"  {a.get('created_at', '')[:19]} {a.get('severity', ''):8} {a.get('source', '')}: {a.get('summary', '')[:110]}")
-    reports = s.folder("reports") / "index.html"
-    if reports.exists():
-        typer.echo(f"\nvalidation reports: {reports.resolve()}")
+    from flows.status import status_lines
+    for line in status_lines(settings()):
+        typer.echo(line)
 
 
 @app.command()

@@ -1,99 +1,165 @@
-"""``etfuse demo``: the system's story so far, on embedded defaults.
+"""``etfuse demo``: the whole operational story on embedded defaults, in one process.
 
-1. generate a synthetic world over the test region (skipped when the same world already exists);
-2. harmonise every landing file into the harmonised store, then deliver one file again to show
-   that the store is idempotent;
-3. summarise the store and score the raw sources against the station observations.
+1. generate a synthetic world over the test region (about 21 months) in the providers' formats;
+2. ingest its archive, with a few bad deliveries that are quarantined and alerted;
+3. train, evaluate and register v1; the gate promotes it;
+4. run the update flow over the last month (the product, its yearly file and quicklooks);
+5. deliver one more day of data and run the daily flow (ingest, then update);
+6. train v2 and show the gate's decision;
+7. roll back (after promoting v2 by hand if the gate kept v1) and recompute the days v2 wrote;
+8. show status and the model history, and where everything is.
+
+Everything lives under ``$ETFUSE_HOME/demo`` (wiped at the start), with MLflow on a SQLite file
+and Prefect's ephemeral API: no server, no network.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from collections import Counter
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import pandas as pd
+import netCDF4
+from etfuse.settings import Settings, load_settings
 
-from etfuse.grid import IndexMapCache, TargetGrid
-from etfuse.harmonise import harmonise_into_store
-from etfuse.metrics import all_scores
-from etfuse.ongrid import at_cells
-from etfuse.settings import Settings
-from etfuse.store import HarmonisedStore
-from etfuse.synth.world import WorldSpec, generate
-
-#: the order in which landing folders are harmonised (grids, then stations)
-SOURCES = ("era5land", "gleam", "modis", "cma", "stations")
+#: the synthetic period; the last day's deliveries are held back for the daily run
+START, END, EXTRA_DAY = "2020-04-01", "2021-12-31", "2022-01-01"
+#: the first day of the product (the update over "the last month")
+PRODUCT_START = "2021-12-01"
 
 
-def _world(settings: Settings, days: int, echo: Callable[[str], None]) -> Path:
+def _step(echo: Callable[[str], None], k: int, text: str, t0: float) -> None:
+    echo(f"\n[{k}/8] {text}  (+{time.perf_counter() - t0:.0f} s)")
+
+
+def _bad_deliveries(landing: Path, world: Path) -> list[str]:
+    """Three deliveries an operator will meet: a truncated download, an empty file, ET in metres."""
+    gleam = next((world / "landing" / "gleam").glob("E_2021_*.nc"))
+    era5 = sorted((world / "landing" / "era5land").glob("*.nc"))[0]
+    (landing / "era5land" / "era5land_202003.nc").write_bytes(era5.read_bytes()[: era5.stat().st_size // 4])
+    (landing / "gleam" / "E_2019_GLEAM_v3.7a.nc").write_bytes(b"")
+    metres = landing / "gleam" / "E_2021_GLEAM_v3.7a_metres.nc"
+    shutil.copy2(gleam, metres)
+    with netCDF4.Dataset(metres, "a") as nc:
+        nc["E"][:] = nc["E"][:] / 1000.0          # a provider bug: metres labelled mm/day
+    return ["era5land/era5land_202003.nc", "gleam/E_2019_GLEAM_v3.7a.nc", "gleam/E_2021_GLEAM_v3.7a_metres.nc"]
+
+
+def _deliver(world: Path, landing: Path, keep: Callable[[Path], bool]) -> int:
+    n = 0
+    for path in sorted((world / "landing").glob("*/*")):
+        if keep(path):
+            target = landing / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            n += 1
+    return n
+
+
+def _held_back(path: Path) -> bool:
+    """The last day's deliveries: January's ERA5-Land and CMA files, MODIS of 1 January."""
+    name = path.name
+    return "202201" in name or "A2022001" in name
+
+
+def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
+    from etfuse.ingest import ingest_all
+    from etfuse.synth.world import WorldSpec, generate
+    from flows.daily import daily_flow
+    from flows.retrain import retrain_flow
+    from flows.rollback import rollback_flow
+    from flows.update import update_flow
+    from training.registry import ModelRegistry
+
+    t0 = time.perf_counter()
+    home = (settings.home / "demo").resolve()
+    if home.exists():
+        shutil.rmtree(home)
+    world = home / "world"
     r = settings.region
-    spec = WorldSpec(bbox=r.bbox, start="2021-04-01",
-                     end=f"{pd.Timestamp('2021-04-01') + pd.Timedelta(days=days - 1):%Y-%m-%d}",
-                     resolution_deg=r.resolution_deg, seed=42, margin_deg=r.margin_deg)
-    out = settings.home / "synthetic"
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        old = json.loads(manifest.read_text())["spec"]
-        if old["start"] == spec.start and old["end"] == spec.end and tuple(old["bbox"]) == spec.bbox:
-            echo(f"[1/3] synthetic world already in {out}")
-            return out
-    t0 = time.perf_counter()
-    generate(out, spec)
-    echo(f"[1/3] synthetic world {spec.start}..{spec.end} over {spec.bbox} -> {out} "
-         f"({time.perf_counter() - t0:.1f} s)")
-    return out
+    config = home / "etfuse.yaml"
+    home.mkdir(parents=True)
+    config.write_text(json.dumps({
+        "home": str(home), "region": r.name if r.name in ("test", "qinghai") else r.model_dump(),
+        "static": {"elevation_file": str(world / "static" / "elevation.nc")},
+        "training": {"epochs": 15, "patience": 4},
+        # the operational product starts with the last month: daily runs never recompute the archive
+        "serving": {"first_day": PRODUCT_START}}))
+    # ``home`` passed explicitly everywhere: an ETFUSE_HOME in the environment outranks the config file
+    s = load_settings(config, home=home)
+    s.ensure_folders()
+    run = {"config": str(config), "home": str(home)}
 
+    _step(echo, 1, f"synthetic world {START}..{EXTRA_DAY} over {r.bbox} (truth kept apart in {world / 'truth'})", t0)
+    generate(world, WorldSpec(bbox=r.bbox, start=START, end=EXTRA_DAY, resolution_deg=r.resolution_deg, seed=42,
+                              margin_deg=r.margin_deg))
+    landing = s.folder("landing")
+    n = _deliver(world, landing, lambda p: not _held_back(p))
+    bad = _bad_deliveries(landing, world)
+    echo(f"      {n} provider files in {landing}, plus {len(bad)} bad deliveries: {', '.join(bad)}")
 
-def run_demo(settings: Settings, *, days: int = 120, echo: Callable[[str], None] = print) -> dict:
-    settings.ensure_folders()
-    world = _world(settings, days, echo)
-    store = HarmonisedStore(settings.harmonised)
-    t0 = time.perf_counter()
-    actions: Counter = Counter()
-    files = 0
-    for source in SOURCES:
-        for path in sorted((world / "landing" / source).glob("*")):
-            _, changes = harmonise_into_store(source, path, store, settings=settings)
-            actions.update(f"{source}:{c.action}" for c in changes)
-            files += 1
-    echo(f"[2/3] harmonised {files} files in {time.perf_counter() - t0:.1f} s: "
-         + ", ".join(f"{k} {v}" for k, v in sorted(actions.items())))
-    again = sorted((world / "landing" / "gleam").glob("*"))[0]
-    _, changes = harmonise_into_store("gleam", again, store, settings=settings)
-    echo(f"      delivered {again.name} again: {Counter(c.action for c in changes)} (idempotent)")
+    _step(echo, 2, "ingest the archive: validate every file (Great Expectations), accept or quarantine", t0)
+    report = ingest_all(s, today=date(2022, 1, 5))
+    counts = report.counts()
+    quarantined = [f"{o.source}/{o.file}" for o in report.outcomes if o.status == "quarantined"]
+    echo(f"      {counts}; quarantined: {', '.join(quarantined)}")
+    alerts = [json.loads(line) for line in (s.folder("alerts") / "alerts.jsonl").read_text().splitlines()]
+    for a in [a for a in alerts if a.get("record") == "alert" and a["severity"] == "critical"][:3]:
+        echo(f"      alert {a['severity']}: {a['summary'][:120]}")
 
-    echo("[3/3] harmonised store:")
-    echo(store.summary().to_string(index=False))
-    scores = score_raw_sources(store, settings)
-    echo("\nraw sources against CMA station ET (same station-days):")
-    echo(scores.to_string(float_format=lambda v: f"{v:.2f}"))
-    return {"store": store.summary(), "scores": scores}
+    _step(echo, 3, "train v1 on everything accepted, evaluate on held-out stations, register, gate", t0)
+    v1 = retrain_flow(**run, actor="demo")
+    echo(v1["table"])
+    echo(f"      {v1['decision']}")
+    registry = ModelRegistry(s)
+    if not v1["promoted"]:
+        registry.promote(v1["version"], actor="demo", reason="demo: first model")
 
+    _step(echo, 4, "update flow over the last month: the product, yearly file and quicklooks", t0)
+    month = update_flow(**run, since=date.fromisoformat(PRODUCT_START))
+    echo(f"      {month['summary']}")
 
-def score_raw_sources(store: HarmonisedStore, settings: Settings) -> pd.DataFrame:
-    """RMSE, MAE, RB, CC, KGE of GLEAM and ERA5-Land ET at station cells, on shared station-days."""
-    grid = TargetGrid.from_region(settings.region)
-    cache = IndexMapCache(settings.folder("cache") / "index_maps")
-    obs = store.read_stations("cma")
-    rows, cols = grid.cell_of(obs["lat"].values, obs["lon"].values)
-    obs = obs[rows >= 0].assign(row=rows[rows >= 0], col=cols[rows >= 0])
-    cells = obs[["row", "col"]].drop_duplicates().reset_index(drop=True)
-    cell_index = {(r, c): k for k, (r, c) in enumerate(zip(cells["row"], cells["col"]))}
-    paired = {}
-    for source in ("gleam", "era5land"):
-        field = store.open_grid(source, obs["date"].min(), obs["date"].max(), variables=["et"])["et"].load()
-        values = at_cells(field, grid, cache, cells["row"].values, cells["col"].values)
-        day_index = {d: k for k, d in enumerate(pd.DatetimeIndex(field["time"].values))}
-        k_day = obs["date"].map(day_index)
-        ok = k_day.notna().values
-        sim = np.full(len(obs), np.nan)
-        k_cell = np.array([cell_index[(r, c)] for r, c in zip(obs["row"], obs["col"])])
-        sim[ok] = values[k_day[ok].astype(int).values, k_cell[ok]]
-        paired[source] = sim
-    both = np.isfinite(paired["gleam"]) & np.isfinite(paired["era5land"])
-    rows_out = {name: all_scores(obs["et_mm"].values[both], paired[name][both]) for name in ("gleam", "era5land")}
-    return pd.DataFrame(rows_out).T
+    _step(echo, 5, f"one more day of data arrives ({EXTRA_DAY}); the daily flow ingests it and updates", t0)
+    _deliver(world, landing, _held_back)
+    daily = daily_flow(**run, today=date(2022, 1, 5))
+    echo(f"      ingest {daily['ingest']['counts']}; {daily['update']['summary']}")
+
+    _step(echo, 6, "train v2 with the new day included and let the gate decide", t0)
+    v2 = retrain_flow(**run, actor="demo")
+    echo(f"      {v2['decision']}")
+
+    _step(echo, 7, "roll back to v1 and recompute the product days v2 wrote", t0)
+    if not v2["promoted"]:
+        registry.promote(v2["version"], actor="demo operator", reason="demo: promoted by hand to show a rollback")
+        update_flow(**run, since=date.fromisoformat(PRODUCT_START))
+    back = rollback_flow(**run, to=v1["version"], reason="demo: back to v1", actor="demo operator")
+    echo(f"      champion v{back['from']} -> v{back['to']}; {back.get('summary', '')}")
+
+    _step(echo, 8, "status, history and where things are", t0)
+    from flows.status import status_lines
+    from serving.product import ProductStore
+    for line in status_lines(s):
+        echo(f"      {line}")
+    echo("\n      model history (who made which version champion, when and why):")
+    product = ProductStore(s)
+    records = product.records()
+    history = registry.history()
+    for h in history:
+        echo(f"      v{h.version} champion from {h.start:%H:%M:%S}"
+             + (f" until {h.end:%H:%M:%S}" if h.end else " (now)") + f": {h.action} by {h.set_by}: {h.reason}")
+    where = {"product": s.folder("product"), "yearly file": product.year_path(2021),
+             "quicklooks": s.folder("product") / "quicklooks", "validation reports": s.folder("reports") / "index.html",
+             "alerts": s.folder("alerts") / "alerts.jsonl", "quarantine": s.folder("quarantine"),
+             "MLflow": s.folder("mlflow"), "config": config}
+    for name, path in where.items():
+        echo(f"      {name:<19} {path}")
+    provisional = sum(r.status == "provisional" for r in records)
+    echo(f"\nsummary: {len(records)} product days ({records[0].day:%Y-%m-%d}..{records[-1].day:%Y-%m-%d}, "
+         f"{provisional} provisional), champion v{registry.champion().version}; held-out station skill of v1:")
+    echo(v1["table"])
+    echo(f"demo finished in {time.perf_counter() - t0:.0f} s; `ETFUSE_HOME={home} etfuse -c {config} status` shows it again")
+    return {"v1": v1, "v2": v2, "rollback": back, "product_days": len(records), "quarantined": quarantined,
+            "seconds": time.perf_counter() - t0}

@@ -46,7 +46,7 @@ ERA5_RES = 0.1
 
 @dataclass(frozen=True)
 class SourceError:
-    """``observed = max(0, gain * truth + offset + seasonal * season + noise)`` [mm day-1].
+    """``observed = clip(gain * truth + offset + seasonal * season + noise, 0, max_mm)`` [mm day-1].
 
     ``noise`` has standard deviation ``noise_sd``, a spatial scale of ``noise_scale_deg`` and a
     day-to-day autocorrelation ``noise_rho``.
@@ -58,6 +58,8 @@ class SourceError:
     noise_sd: float
     noise_scale_deg: float = 0.5
     noise_rho: float = 0.5
+    #: gridded products do not report more than this [mm day-1]; noise beyond it is clipped
+    max_mm: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ class World:
 
     def _observe(self, truth_coarse: np.ndarray, err: SourceError, noise: _SmoothNoise, season: float) -> np.ndarray:
         value = err.gain * truth_coarse + err.offset + err.seasonal * season + err.noise_sd * noise.step()
-        return np.clip(value, 0.0, None).astype(np.float32)
+        return np.clip(value, 0.0, err.max_mm).astype(np.float32)
 
     # ------------------------------------------------------------------ whole run
     def run(self, out: Path, progress: Callable[[int, int], None] | None = None) -> dict:

@@ -129,13 +129,50 @@ def test_synth_cli(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    result = run_cli("demo", "--days", "20", home=tmp_path / "home")
-    assert result.returncode == 0, result.stderr
+    """`make demo`'s command, run as CI runs it: the whole operational story, checked by its outcome."""
+    import json
+    import re
+    import time
+
+    from etfuse.settings import load_settings
+    from serving.product import ProductStore
+
+    t0 = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETFUSE_")}
+    env["ETFUSE_HOME"] = str(tmp_path / "home")
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "demo"], capture_output=True, text=True, env=env,
+                            timeout=1800)
+    seconds = time.perf_counter() - t0
+    assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "[1/3] synthetic world" in out and "[2/3] harmonised" in out and "(idempotent)" in out
-    assert "Counter({'unchanged'" in out
-    for source in ("era5land", "gleam", "modis", "cma", "stations"):
-        assert source in out
-    assert "gleam" in out.split("raw sources against CMA station ET")[1]
-    again = run_cli("demo", "--days", "20", home=tmp_path / "home")    # a rerun changes nothing
-    assert again.returncode == 0 and "already in" in again.stdout and "new" not in again.stdout.split("[3/3]")[0].split("[2/3]")[1].replace("unchanged", "")
+    steps = [out.index(f"[{k}/8]") for k in range(1, 9)]
+    assert steps == sorted(steps)
+    # three bad deliveries quarantined and alerted, the 685 good files accepted
+    assert "{'quarantined': 3, 'accepted': 685}" in out
+    for name in ("era5land_202003.nc", "E_2019_GLEAM_v3.7a.nc", "E_2021_GLEAM_v3.7a_metres.nc"):
+        assert f"alert critical: {name} quarantined" in out
+    home = tmp_path / "home" / "demo"
+    assert len(list((home / "quarantine").glob("*/*.reason.json"))) == 3
+    alerts = [json.loads(line) for line in (home / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    assert sum(a.get("record") == "alert" and a["severity"] == "critical" for a in alerts) >= 3
+    # v1 promoted by the gate, v2 decided by it, then a rollback to v1 that recomputed v2's days
+    assert "v1 promoted:" in out and re.search(r"v2 (promoted|rejected):", out)
+    assert "champion v2 -> v1; update with model v1: 32 day(s) to compute (replaced 32)" in out
+    # the daily run picked up the extra day (and the month's last day, which waited for its 00 UTC step)
+    assert "ingest {'accepted': 4}; update with model v1: 2 day(s) to compute (written 2)" in out
+    # the summary table: the fused product beats both raw sources on the held-out station-days
+    table = out.split("held-out station skill of v1:")[1]
+    rmse = {row.split()[0]: float(row.split()[2]) for row in table.splitlines()
+            if row.split() and row.split()[0] in ("fused", "gleam", "era5land")}
+    assert rmse["fused"] < 0.8 and rmse["fused"] < rmse["gleam"] and rmse["fused"] < rmse["era5land"], rmse
+    assert "Traceback" not in result.stderr + out
+    # the product on disk: 32 days, all from v1 after the rollback, the yearly files and quicklooks
+    settings = load_settings(home / "etfuse.yaml")
+    records = ProductStore(settings).records()
+    assert len(records) == 32 and {r.model_version for r in records} == {1}
+    assert records[0].day.strftime("%Y-%m-%d") == "2021-12-01" and records[-1].day.strftime("%Y-%m-%d") == "2022-01-01"
+    assert (home / "product" / "etfuse_et_2021.nc").exists() and (home / "product" / "etfuse_et_2022.nc").exists()
+    assert len(list((home / "product" / "quicklooks").rglob("*.png"))) == 32
+    assert (home / "reports" / "index.html").exists()
+    assert "champion v1" in out.split("[8/8]")[1] and "quarantine: 3 file(s)" in out
+    print(f"demo wall time {seconds:.0f} s")

@@ -70,11 +70,17 @@ def test_schedule_registers_crons_and_runs_daily(prefect_server, tmp_path, monke
             async with get_client() as client:
                 return await client.read_deployments()
 
-        deadline = time.time() + 120
+        deadline = time.time() + 300                 # generous: CI runs this beside other slow tests on 2 cores
         found = []
         while time.time() < deadline and len(found) < 2:
+            if serving.poll() is not None:
+                pytest.fail(f"`etfuse schedule` exited with {serving.returncode}:\n{serving.stdout.read()[-4000:]}")
             found = asyncio.run(deployments())
             time.sleep(1)
+        if len(found) < 2:
+            os.killpg(serving.pid, signal.SIGTERM)
+            pytest.fail(f"deployments not registered within 300 s; `etfuse schedule` printed:\n"
+                        f"{serving.communicate(timeout=30)[0][-4000:]}")
         crons = {d.name: d.schedules[0].schedule.cron for d in found}
         assert crons == {"daily": "15 5 * * *", "retrain": "0 2 1 * *"}
         assert all(d.parameters == {"config": str(config)} for d in found)

@@ -121,7 +121,7 @@ def test_error_magnitudes_like_the_seed(tmp_path):
     import time
 
     from etfuse.settings import load_settings
-    from flows.demo import score_raw_sources
+    from etfuse.skill import score_raw_sources
     settings = load_settings(home=tmp_path / "home", region="test")
     t0 = time.perf_counter()
     generate(tmp_path / "w", WorldSpec(bbox=settings.region.bbox, start="2021-01-01", end="2021-12-31", seed=5))
