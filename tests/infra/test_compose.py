@@ -308,6 +308,16 @@ def test_every_service_command_exists_in_its_image(services):
     """Programs are console scripts of packages the image installs; their sub-commands and options exist."""
     installs = {"cpu": installed_closure([("etfuse", {"cpu"}), ("mlflow", {"auth"}), ("boto3", set())]),
                 "gpu": installed_closure([("etfuse", {"gpu"})])}
+    # this venv stands for the CPU image: everything that image installs must be here, or the checks
+    # below (and tests/infra/test_native_stack.py) run something else than the image would
+    absent = set()
+    for dist in installs["cpu"]:
+        try:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            absent.add(dist)
+    assert not absent, (f"the CPU image installs {sorted(absent)} (etfuse[cpu], mlflow[auth], boto3), this venv "
+                        "does not: pip install -c requirements/constraints.txt 'mlflow[auth]' boto3")
     checked = 0
     for name, service in services.items():
         image = image_of(service)
@@ -470,7 +480,12 @@ def test_dockerfile_pins_versions_and_runs_as_non_root(image):
         assert '".[gpu]"' in text and '".[cpu' not in text and ",cpu" not in text
         minor = ".".join(args["ONNXRUNTIME_GPU_VERSION"].split(".")[:2])
         assert f'"onnxruntime-gpu=={minor}.*"' in pyproject
-        assert args["CUDA_IMAGE"].startswith("nvidia/cuda:13.") and "cudnn-runtime" in args["CUDA_IMAGE"]
+        # the CUDA minor onnxruntime-gpu 1.31 is built with (13.0): the image's NVIDIA_REQUIRE_CUDA=cuda>=13.x
+        # is enforced by the Container Toolkit, so a newer minor would raise the host driver floor above the
+        # R580 that docs/deployment.md states
+        assert args["CUDA_IMAGE"].startswith("nvidia/cuda:13.0.") and "cudnn-runtime" in args["CUDA_IMAGE"]
+        deployment = (REPO / "docs" / "deployment.md").read_text()
+        assert f"`{args['CUDA_IMAGE']}`" in deployment and "driver 580 or newer" in deployment
     else:
         assert '".[cpu]"' in text and "gpu" not in "".join(installs)
         assert args["MLFLOW_VERSION"] == constraint("mlflow")
