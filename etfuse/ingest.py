@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 #: grids first (ERA5-Land before GLEAM, so GLEAM's consistency check finds the same day), stations last
 SOURCE_ORDER = ("era5land", "gleam", "modis", "cma", "stations", "fluxnet")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_REASON = ".reason.json"
 
 
 #: how long an ingest waits for another one to finish before giving up [s]
@@ -247,7 +248,10 @@ def archive(path: Path, *, settings, source: str, sha256: str, first_day: str | 
 def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) -> Path:
     """Move a refused raw file to ``quarantine/<source>/`` untouched, with ``<name>.reason.json``."""
     folder = settings.folder("quarantine") / source
-    dest = folder / safe_name(path.name)
+    name = safe_name(path.name)
+    if name.endswith(_REASON):             # would be taken for (and overwritten by) another file's reason record
+        name += ".data"
+    dest = folder / name
     if dest.exists() and file_sha256(dest) != sha256:
         dest = folder / f"{sha256[:12]}-{safe_name(path.name)}"
     record = {"file": path.name, "source": source, "sha256": sha256,
@@ -462,13 +466,32 @@ def quarantined(settings) -> list[dict]:
 
 
 def release(settings, name: str) -> LandingFile:
-    """Move a quarantined file back to ``landing/<source>/`` (after a fix) so it is ingested again."""
+    """Move a quarantined file back to ``landing/<source>/`` (after a fix) so it is ingested again.
+
+    ``name`` is a quarantined file's name, ``SOURCE/NAME``, or its path inside the quarantine folder;
+    any other path is refused (release never touches a file outside quarantine).
+    """
     root = settings.folder("quarantine")
-    wanted = Path(name).name
-    matches = [p for p in root.glob(f"*/{safe_name(wanted)}") if not p.name.endswith(".reason.json")]
+    given = Path(name)
+    if given.is_absolute():
+        try:
+            inside = given.resolve().relative_to(root.resolve())
+        except ValueError:
+            raise QuarantineError(f"{name} is not in the quarantine folder {root}; pass a quarantined file's "
+                                  "name or SOURCE/NAME (etfuse quarantine list)") from None
+        parts = inside.parts
+    else:
+        parts = given.parts
+    if not parts or len(parts) > 2 or any(part in ("..", ".") for part in parts) or parts[-1].endswith(_REASON):
+        raise QuarantineError(f"{name!r} does not name a quarantined file; pass NAME or SOURCE/NAME "
+                              "as `etfuse quarantine list` shows them")
+    wanted = parts[-1]
+    pattern = f"{parts[0]}/{wanted}" if len(parts) == 2 else f"*/{wanted}"
+    matches = [p for p in root.glob(pattern) if p.is_file() and p.name == wanted and not p.name.endswith(_REASON)
+               and (len(parts) == 1 or p.parent.name == parts[0])]
     if not matches:
-        known = [q["file"] for q in quarantined(settings)]
-        raise QuarantineError(f"no quarantined file named {wanted!r}; quarantined: {known or 'none'}")
+        known = [f"{q['source']}/{q['file']}" for q in quarantined(settings)]
+        raise QuarantineError(f"no quarantined file named {name!r}; quarantined: {known or 'none'}")
     if len(matches) > 1:
         raise QuarantineError(f"{wanted!r} is quarantined for several sources ({[m.parent.name for m in matches]}); "
                               "pass SOURCE/NAME")

@@ -13,7 +13,8 @@ Rules:
 * A day file is written to a temporary name and renamed, so a reader sees the old or the new
   version, never half of one.  The files are the truth: idempotency compares content hashes read
   from the stored file, so a crash between the rename and the ledger update cannot make a day
-  look unchanged when it is not (the next put repeats the ledger entry).
+  look unchanged when it is not; a put that finds a day file its ledger does not know (a crash
+  between the rename and the ledger rows) adds the missing rows (``recovered``).
 * The same content twice stores once (``unchanged``).  New variables for a stored day (e.g. the
   00 UTC ERA5-Land step arriving in the next month's file) extend it (``extended``).  Different
   content for a stored variable is a ``revised`` day: the old file is kept under revisions/ and the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -49,6 +51,8 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 #: ``superseded``: the day was left as stored because the delivery would put preliminary ERA5T over final
 #: ERA5-Land (a late ERA5T file); ``finalised``: the same content, now from final ERA5-Land instead of
@@ -267,6 +271,7 @@ class HarmonisedStore:
         plan = self._plan_grid_day(source, day_ds)
         day, path, variables = plan.day, plan.path, plan.variables
         if not plan.changed and not plan.finalised:
+            self._repair_ledger(source, plan, file_name, file_sha256)
             return DayChange(source, day, "superseded" if plan.superseded else "unchanged", variables,
                              superseded=plan.superseded)
         lat, lon = day_ds["lat"].values, day_ds["lon"].values
@@ -307,6 +312,28 @@ class HarmonisedStore:
                   file_name, file_sha256, _now()) for v in plan.changed + plan.finalised])
         return DayChange(source, day, action, variables, plan.changed, superseded=plan.superseded,
                          finalised=plan.finalised)
+
+    def _repair_ledger(self, source: str, plan: _GridDayPlan, file_name: str | None, file_sha256: str | None) -> None:
+        """The day file is the truth: a writer killed between the file's rename and its ledger rows
+        left the day on disk but not in the ledger (which update's fingerprints read); add them."""
+        key = f"{plan.day:%Y-%m-%d}"
+        with self._db() as db:
+            latest = dict(db.execute(
+                "SELECT variable, sha256 FROM grid_versions g WHERE source=? AND day=? AND revision="
+                "(SELECT MAX(revision) FROM grid_versions WHERE source=g.source AND day=g.day AND variable=g.variable)",
+                (source, key)).fetchall())
+            missing = [v for v in plan.variables if v not in plan.superseded and latest.get(v) != plan.incoming[v]]
+            if not missing:
+                return
+            revision = db.execute("SELECT COALESCE(MAX(revision), -1) FROM grid_versions WHERE source=? AND day=?",
+                                  (source, key)).fetchone()[0]
+            log.warning("%s %s: the day file holds %s but the ledger does not (a writer was interrupted); "
+                        "ledger repaired", source, key, missing)
+            db.executemany(
+                "INSERT OR REPLACE INTO grid_versions VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(source, key, v, max(int(revision), 0) + (v in latest), plan.incoming[v],
+                  plan.per_day_attrs.get("era5_stream"), "recovered", file_name, file_sha256, _now())
+                 for v in missing])
 
     def _revision(self, source: str, day: pd.Timestamp) -> int:
         with self._db() as db:

@@ -144,3 +144,20 @@ def test_summary(tmp_path):
     s = store.summary().set_index("source")
     assert s.loc["gleam", "days"] == 2 and s.loc["gleam", "kind"] == "grid"
     assert s.loc["cma", "stations"] == 2 and s.loc["cma", "observations"] == 1
+
+
+def test_a_day_file_missing_from_the_ledger_is_recovered(tmp_path):
+    """A writer killed after the day file's rename and before its ledger rows: the next put of the
+    same data finds the file unchanged and adds the rows update's fingerprints need."""
+    import sqlite3
+    store = HarmonisedStore(tmp_path)
+    store.put_grid("gleam", grid_ds())
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        db.execute("DELETE FROM grid_versions WHERE day='2021-03-02'")
+    assert [c.action for c in store.put_grid("gleam", grid_ds())] == ["unchanged", "unchanged"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        rows = db.execute("SELECT day, variable, revision, action FROM grid_versions ORDER BY day").fetchall()
+    assert rows == [("2021-03-01", "et", 0, "new"), ("2021-03-02", "et", 0, "recovered")]
+    assert [c.action for c in store.put_grid("gleam", grid_ds())] == ["unchanged", "unchanged"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM grid_versions").fetchone()[0] == 2
