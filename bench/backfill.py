@@ -1,0 +1,113 @@
+"""Backfill throughput with 1 and 2 Dask workers on the same days.
+
+Builds (or reuses, --home) a synthetic world harmonised into a store, registers a model and
+promotes it, then runs `backfill` over the same days with 1 worker and with 2 workers (the product
+folder emptied before each run), each worker with one onnxruntime thread, so the ratio measures
+how the work spreads over the machine's cores.  Appends a dated section to bench/results.md.
+
+    python bench/backfill.py --region qinghai --start 2021-07-01 --end 2021-08-31 --runs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+def prepare(home: Path, region: str, start: str, end: str) -> Path:
+    """World, store and a promoted model under ``home``; returns the config path."""
+    from etfuse.harmonise import harmonise_into_store
+    from etfuse.settings import load_settings
+    from etfuse.store import HarmonisedStore
+    from etfuse.synth.world import WorldSpec, generate
+    config = home / "etfuse.yaml"
+    world = home / "world"
+    if not config.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps({"home": str(home), "region": region,
+                                      "static": {"elevation_file": str(world / "static" / "elevation.nc")},
+                                      "training": {"epochs": 2},
+                                      "serving": {"quicklooks": False}}))
+        settings = load_settings(config)
+        t = time.perf_counter()
+        generate(world, WorldSpec(bbox=settings.region.bbox, start=start, end=end, seed=3,
+                                  resolution_deg=settings.region.resolution_deg, margin_deg=settings.region.margin_deg))
+        store = HarmonisedStore(settings.harmonised)
+        for source in ("era5land", "gleam", "modis", "cma", "stations"):
+            for path in sorted((world / "landing" / source).glob("*")):
+                harmonise_into_store(source, path, store, settings=settings)
+        print(f"world and store ready in {time.perf_counter() - t:.0f} s", flush=True)
+    settings = load_settings(config)
+    from training.registry import ModelRegistry
+    registry = ModelRegistry(settings)
+    if registry.champion() is None:
+        from training.pipeline import run_training
+        outcome = run_training(settings, registry=registry, actor="bench", echo=lambda m: None)
+        if not outcome.decision.promoted:
+            registry.promote(outcome.version, actor="bench", reason="benchmark model")
+    return config
+
+
+def run(config: Path, workers: int, chunk_days: int) -> tuple[float, int]:
+    from etfuse.settings import load_settings
+    from flows.backfill import run_backfill
+    settings = load_settings(config)
+    shutil.rmtree(settings.folder("product"), ignore_errors=True)
+    t = time.perf_counter()
+    result = run_backfill(config=str(config), home=None, start=None, end=None, workers=workers, chunk_days=chunk_days)
+    return time.perf_counter() - t, result["days"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=Path("/tmp/etfuse-bench-backfill"))
+    parser.add_argument("--region", default="qinghai")
+    parser.add_argument("--start", default="2021-07-01")
+    parser.add_argument("--end", default="2021-08-31")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--chunk-days", type=int, default=15)
+    parser.add_argument("--no-append", action="store_true")
+    args = parser.parse_args()
+    for key, value in {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
+        os.environ.setdefault(key, value)
+    config = prepare(args.home, args.region, args.start, args.end)
+    times: dict[int, list[float]] = {1: [], 2: []}
+    days = 0
+    for _ in range(args.runs):
+        for workers in (1, 2):
+            seconds, days = run(config, workers, args.chunk_days)
+            times[workers].append(seconds)
+            print(f"{workers} worker(s): {days} days in {seconds:.1f} s", flush=True)
+    one, two = statistics.median(times[1]), statistics.median(times[2])
+    import dask
+    text = [f"\n## backfill: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n",
+            f"`bench/backfill.py --region {args.region} --start {args.start} --end {args.end} --runs {args.runs} --chunk-days {args.chunk_days}`: "
+            f"{days} product days recomputed by the backfill flow on a local Dask cluster (chunks of at most {args.chunk_days} days balanced over the workers, one "
+            "onnxruntime thread per worker, quicklooks off), product emptied before each run; wall time of the "
+            "whole flow including cluster start-up and the yearly file.\n",
+            "| workers | runs | median [s] | days/min |", "|---|---|---|---|",
+            f"| 1 | {args.runs} | {one:.1f} | {days / one * 60:.1f} |",
+            f"| 2 | {args.runs} | {two:.1f} | {days / two * 60:.1f} |",
+            f"\nSpeed-up 2 vs 1 worker: {one / two:.2f}x. Machine: nproc {os.cpu_count()}, python "
+            f"{platform.python_version()}, dask {dask.__version__}, {platform.platform()}.\n"]
+    print("\n".join(text))
+    if not args.no_append:
+        with open(RESULTS, "a") as f:
+            f.write("\n".join(text))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
