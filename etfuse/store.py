@@ -132,7 +132,8 @@ def _host() -> str:
     return socket.gethostname().replace(".", "-") or "host"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a writer's temporary file is then not stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -174,7 +175,7 @@ class HarmonisedStore:
                 age = now - tmp.stat().st_mtime
             except FileNotFoundError:
                 continue
-            dead = match is not None and match.group("host") == host and not _pid_alive(int(match.group("pid")))
+            dead = match is not None and match.group("host") == host and not pid_alive(int(match.group("pid")))
             if dead or age > _STALE_TMP_SECONDS:
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)

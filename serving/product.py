@@ -63,6 +63,7 @@ import xarray as xr
 
 from etfuse.errors import EtfuseError
 from etfuse.grid import TargetGrid
+from etfuse.store import pid_alive
 from serving import quicklook as ql
 from serving.cf_product import (SOURCE_BITS, STATUS_CODES, STATUS_NAMES, DayProvenance, global_attributes, iso_utc,
                                 read_provenance, temporary_name, utc_now, write_product_file)
@@ -176,16 +177,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sources_text(sources: Iterable[str]) -> str:
@@ -538,7 +529,7 @@ class ProductStore:
                     age = now - tmp.stat().st_mtime
                 except FileNotFoundError:
                     continue
-                dead = match is not None and match.group("host") == host and not _pid_alive(int(match.group("pid")))
+                dead = match is not None and match.group("host") == host and not pid_alive(int(match.group("pid")))
                 if dead or age > STALE_TMP_SECONDS:
                     try:
                         tmp.unlink()

@@ -184,15 +184,16 @@ def test_xarray_decodes_the_day(store):
 
 
 def test_compliance_checker_cf_1_11_when_installed(store):
-    """Optional: the IOOS compliance checker (not a dependency; see docs/product.md)."""
-    pytest.importorskip("compliance_checker", reason="compliance-checker is not installed (make install adds it)")
-    from compliance_checker.runner import CheckSuite, ComplianceChecker
+    """The IOOS compliance checker (dev dependency) on a product day, run as its own process: loaded
+    into the test process, its netCDF/HDF5 libraries aborted the interpreter at exit (double free)."""
+    checker = shutil.which("compliance-checker", path=str(Path(sys.executable).parent))
+    if checker is None:
+        pytest.skip("compliance-checker is not installed (make install adds it)")
     write(store, DAY, field(store.grid.shape, 4))
-    CheckSuite.load_all_available_checkers()
     out = store.root / "cc.json"
-    passed, _ = ComplianceChecker.run_checker(str(store.day_path(DAY)), ["cf:1.11"], 0, "strict",
-                                              output_filename=str(out), output_format="json")
-    assert passed, out.read_text()
+    done = subprocess.run([checker, "--test", "cf:1.11", "--criteria", "strict", "--format", "json",
+                           "--output", str(out), str(store.day_path(DAY))], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:], out.read_text() if out.exists() else "")
 
 
 # ---------------------------------------------------------------------------------------------
