@@ -52,7 +52,7 @@ def prefect_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_schedule_registers_crons_and_runs_daily(prefect_server, tmp_path, monkeypatch):
+def test_schedule_registers_crons_and_runs_daily(prefect_server, tmp_path):
     home = tmp_path / "home"
     config = tmp_path / "etfuse.yaml"
     config.write_text(json.dumps({"home": str(home), "region": "test", "prefect": {"api_url": prefect_server},
@@ -60,39 +60,53 @@ def test_schedule_registers_crons_and_runs_daily(prefect_server, tmp_path, monke
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "ETFUSE_CONFIG": str(config)}
     serving = subprocess.Popen([sys.executable, "-m", "flows.cli", "schedule"], env=env, cwd=os.getcwd(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    try:
-        from prefect.client.orchestration import get_client
-        from prefect.deployments import run_deployment
-        import asyncio
-
-        async def deployments():
-            async with get_client() as client:
-                return await client.read_deployments()
-
-        deadline = time.time() + 300                 # generous: CI runs this beside other slow tests on 2 cores
-        found = []
-        while time.time() < deadline and len(found) < 2:
-            if serving.poll() is not None:
-                pytest.fail(f"`etfuse schedule` exited with {serving.returncode}:\n{serving.stdout.read()[-4000:]}")
-            found = asyncio.run(deployments())
-            time.sleep(1)
-        if len(found) < 2:
-            os.killpg(serving.pid, signal.SIGTERM)
-            pytest.fail(f"deployments not registered within 300 s; `etfuse schedule` printed:\n"
-                        f"{serving.communicate(timeout=30)[0][-4000:]}")
-        crons = {d.name: d.schedules[0].schedule.cron for d in found}
-        assert crons == {"daily": "15 5 * * *", "retrain": "0 2 1 * *"}
-        assert all(d.parameters == {"config": str(config)} for d in found)
-        run = run_deployment("daily/daily", timeout=240)
-        assert run.state.is_completed(), run.state
-        assert (home / "alerts" / "alerts.jsonl").exists()       # the run ran with our settings (no model yet: a warning)
-    finally:
-        os.killpg(serving.pid, signal.SIGTERM)
+    # Prefect reads PREFECT_API_URL once, at import: when an earlier test in this worker imported it, an
+    # environment variable set now is ignored and the client would talk to another (ephemeral) API.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
         try:
-            serving.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serving.pid, signal.SIGKILL)
+            _check_schedule(serving, config, home)
+        finally:
+            _stop(serving)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _check_schedule(serving: subprocess.Popen, config, home) -> None:
+    """Both deployments registered with the settings' crons, and a triggered `daily` run completes."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    import asyncio
+
+    async def deployments():
+        async with get_client() as client:
+            return await client.read_deployments()
+
+    deadline = time.time() + 180                 # generous: CI runs this beside other slow tests on 2 cores
+    found = []
+    while time.time() < deadline and len(found) < 2:
+        if serving.poll() is not None:
+            pytest.fail(f"`etfuse schedule` exited with {serving.returncode}:\n{serving.stdout.read()[-4000:]}")
+        found = asyncio.run(deployments())
+        time.sleep(1)
+    if len(found) < 2:
+        _stop(serving)
+        pytest.fail(f"deployments not registered within 180 s; `etfuse schedule` printed:\n"
+                    f"{serving.communicate(timeout=30)[0][-4000:]}")
+    crons = {d.name: d.schedules[0].schedule.cron for d in found}
+    assert crons == {"daily": "15 5 * * *", "retrain": "0 2 1 * *"}
+    assert all(d.parameters == {"config": str(config)} for d in found)
+    run = run_deployment("daily/daily", timeout=240)
+    assert run.state.is_completed(), run.state
+    assert (home / "alerts" / "alerts.jsonl").exists()       # the run ran with our settings (no model yet: a warning)
 
 
 def test_schedules_need_a_server(settings, monkeypatch):
