@@ -41,8 +41,13 @@ def _global(config: Annotated[Optional[Path], typer.Option("--config", "-c", hel
 
 
 def settings(**overrides):
+    """The settings; a configured prefect.api_url becomes PREFECT_API_URL (unless that is set) before
+    any flow imports Prefect, which reads it only at import."""
     from etfuse.settings import load_settings
-    return load_settings(_state["config"], **overrides)
+    loaded = load_settings(_state["config"], **overrides)
+    if loaded.prefect.api_url:
+        os.environ.setdefault("PREFECT_API_URL", loaded.prefect.api_url)
+    return loaded
 
 
 def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:

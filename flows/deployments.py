@@ -15,6 +15,8 @@ it returns; every flow only does what is not done yet, so a late or repeated run
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from etfuse.errors import EtfuseError
 
@@ -30,8 +32,19 @@ def require_server(settings) -> str:
     if not url:
         raise ScheduleError("schedules need a Prefect server: set prefect.api_url (or PREFECT_API_URL), e.g. "
                             "http://127.0.0.1:4200/api after `prefect server start`; the ephemeral API never fires them")
-    os.environ["PREFECT_API_URL"] = url
     return url
+
+
+@contextmanager
+def _server(settings) -> Iterator[str]:
+    """Talk to the configured server.  Prefect reads PREFECT_API_URL once, when it is imported, so
+    setting the variable is not enough in a process that has imported it already; the variable is
+    set too for the flow-run processes the runner starts."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    url = require_server(settings)
+    os.environ["PREFECT_API_URL"] = url
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
 
 
 def _specs(settings, config: str | None) -> list[tuple[str, object, str, dict]]:
@@ -56,19 +69,19 @@ def runner_deployments(settings, config: str | None = None) -> list:
 def serve(settings, config: str | None = None) -> None:
     """Register and run the scheduled deployments in this process until it is stopped."""
     from prefect import serve as prefect_serve
-    require_server(settings)
-    prefect_serve(*runner_deployments(settings, config), pause_on_shutdown=False)
+    with _server(settings):
+        prefect_serve(*runner_deployments(settings, config), pause_on_shutdown=False)
 
 
 def register(settings, *, source: str, config: str | None = None) -> list[str]:
     """Register the deployments for ``settings.schedule.work_pool`` with code at ``source`` (a folder)."""
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.flows import Flow
-    require_server(settings)
     ids = []
-    for name, _, cron, params in _specs(settings, config):
-        flow = Flow.from_source(source=source, entrypoint=ENTRYPOINTS[name])
-        ids.append(str(flow.deploy(name=name, work_pool_name=settings.schedule.work_pool, build=False, push=False,
-                                   schedules=[CronSchedule(cron=cron, timezone=settings.schedule.timezone)],
-                                   parameters=params, tags=["etfuse"], print_next_steps=False)))
+    with _server(settings):
+        for name, _, cron, params in _specs(settings, config):
+            flow = Flow.from_source(source=source, entrypoint=ENTRYPOINTS[name])
+            ids.append(str(flow.deploy(name=name, work_pool_name=settings.schedule.work_pool, build=False, push=False,
+                                       schedules=[CronSchedule(cron=cron, timezone=settings.schedule.timezone)],
+                                       parameters=params, tags=["etfuse"], print_next_steps=False)))
     return ids

@@ -176,3 +176,19 @@ def test_demo_end_to_end(tmp_path):
     assert (home / "reports" / "index.html").exists()
     assert "champion v1" in out.split("[8/8]")[1] and "quarantine: 3 file(s)" in out
     print(f"demo wall time {seconds:.0f} s")
+
+
+@pytest.mark.parametrize("env_url", [None, "http://127.0.0.1:8/api"])
+def test_configured_prefect_server_reaches_the_flows(tmp_path, monkeypatch, env_url):
+    """prefect.api_url must be in the environment before a flow imports Prefect; PREFECT_API_URL wins."""
+    from flows import cli
+    config = tmp_path / "etfuse.yaml"
+    config.write_text(f"home: {tmp_path / 'home'}\nprefect:\n  api_url: http://127.0.0.1:9/api\n")
+    monkeypatch.setenv("PREFECT_API_URL", "placeholder")          # recorded, so the test leaves it as it was
+    if env_url is None:
+        monkeypatch.delenv("PREFECT_API_URL")
+    else:
+        monkeypatch.setenv("PREFECT_API_URL", env_url)
+    monkeypatch.setitem(cli._state, "config", config)
+    assert cli.settings().prefect.api_url == "http://127.0.0.1:9/api"
+    assert os.environ["PREFECT_API_URL"] == (env_url or "http://127.0.0.1:9/api")

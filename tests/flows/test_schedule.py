@@ -57,7 +57,8 @@ def test_schedule_registers_crons_and_runs_daily(prefect_server, tmp_path):
     config = tmp_path / "etfuse.yaml"
     config.write_text(json.dumps({"home": str(home), "region": "test", "prefect": {"api_url": prefect_server},
                                   "schedule": {"daily_cron": "15 5 * * *", "retrain_cron": "0 2 1 * *"}}))
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "ETFUSE_CONFIG": str(config)}
+    env = {**os.environ, "ETFUSE_CONFIG": str(config)}          # the server comes from prefect.api_url alone
+    env.pop("PREFECT_API_URL", None)
     serving = subprocess.Popen([sys.executable, "-m", "flows.cli", "schedule"], env=env, cwd=os.getcwd(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     # Prefect reads PREFECT_API_URL once, at import: when an earlier test in this worker imported it, an
