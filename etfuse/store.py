@@ -25,8 +25,8 @@ Rules:
   (``finalised``, a new ledger version with the same hash), so the day can become final.
 * A gridded delivery is checked day by day before anything is written: one the store refuses
   (StoreError) leaves it untouched.
-* Temporary files of writers that died (``.<name>.<host>.<pid>.tmp``) are removed when a store is
-  opened on the same host (or when older than a day, whoever wrote them).
+* Temporary files of writers that died (etfuse.tempfiles) are removed when a store is opened on
+  the same host (or when older than a day, whoever wrote them).
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ import json
 import logging
 import os
 import re
-import socket
 import sqlite3
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,6 +49,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
+from etfuse.tempfiles import remove_orphaned, temporary_name
 
 log = logging.getLogger(__name__)
 
@@ -123,24 +122,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-#: a writer's temporary day file: ``.<name>.<host>.<pid>.tmp``
-_TMP = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.tmp$")
+#: Temporary day files older than this are removed whoever wrote them [s].
 _STALE_TMP_SECONDS = 24 * 3600
-
-
-def _host() -> str:
-    return socket.gethostname().replace(".", "-") or "host"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host still runs (a writer's temporary file is then not stale)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def content_sha256(values: np.ndarray, lat: np.ndarray | None = None, lon: np.ndarray | None = None) -> str:
@@ -164,22 +147,9 @@ class HarmonisedStore:
         self.root.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
-        self.removed_temp_files = self._clean_temp_files()
-
-    def _clean_temp_files(self) -> list[Path]:
-        """Remove day files half-written by a writer that died (same host and dead pid, or a day old)."""
-        host, now, removed = _host(), time.time(), []
-        for tmp in (self.root / "grids").glob("*/*/.*.tmp"):
-            match = _TMP.match(tmp.name)
-            try:
-                age = now - tmp.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            dead = match is not None and match.group("host") == host and not pid_alive(int(match.group("pid")))
-            if dead or age > _STALE_TMP_SECONDS:
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
-        return removed
+        #: day files half-written by writers that died, removed now
+        self.removed_temp_files = remove_orphaned((self.root / "grids").glob("*/*/.*.tmp"),
+                                                  stale_seconds=_STALE_TMP_SECONDS)
 
     # ------------------------------------------------------------------ ledger
     @contextmanager
@@ -350,7 +320,7 @@ class HarmonisedStore:
     @staticmethod
     def _write_atomic(ds: xr.Dataset, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.tmp")
+        tmp = temporary_name(path)
         encoding = {v: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)} for v in ds.data_vars}
         encoding["time"] = {"units": "days since 1970-01-01", "dtype": "int32"}
         try:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import os
-import socket
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -221,13 +219,6 @@ def global_attributes(grid: TargetGrid, *, region_name: str, ident: str, period_
 
 def _set_attrs(var, attrs: Mapping[str, object]) -> None:
     var.setncatts({k: v for k, v in attrs.items()})
-
-
-def temporary_name(path: Path) -> Path:
-    """``.<name>.<host>.<pid>.<random>.tmp`` beside ``path``: never matches a product name, and tells
-    reconcile which writer (host and process) it belongs to."""
-    host = socket.gethostname().replace(".", "-") or "host"
-    return path.with_name(f".{path.name}.{host}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
 
 
 def write_product_file(path: Path, grid: TargetGrid, provenance: list[DayProvenance],

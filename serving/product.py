@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import re
-import socket
 import sqlite3
 import sys
 import threading
@@ -63,10 +62,10 @@ import xarray as xr
 
 from etfuse.errors import EtfuseError
 from etfuse.grid import TargetGrid
-from etfuse.store import pid_alive
+from etfuse.tempfiles import remove_orphaned, temporary_name
 from serving import quicklook as ql
 from serving.cf_product import (SOURCE_BITS, STATUS_CODES, STATUS_NAMES, DayProvenance, global_attributes, iso_utc,
-                                read_provenance, temporary_name, utc_now, write_product_file)
+                                read_provenance, utc_now, write_product_file)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,6 @@ DAILY_CHUNKS = (1, 64, 64)
 YEARLY_CHUNKS = (4, 64, 64)
 
 _NAME = re.compile(r"^etfuse_et_(\d{4}-\d{2}-\d{2})\.nc$")
-_TMP = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
 #: Temporary files older than this are removed whoever wrote them [s].
 STALE_TMP_SECONDS = 6 * 3600
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -520,22 +518,10 @@ class ProductStore:
             f"ledger set from the file (model v{prov.model_version}, {prov.status})")
 
     def _clean_temp_files(self, report: ReconcileReport) -> None:
-        host = socket.gethostname().replace(".", "-") or "host"
-        now = time.time()
-        for folder in [self.root, *self.root.glob("daily/*"), *self.root.glob("quicklooks/*")]:
-            for tmp in folder.glob(".*.tmp"):
-                match = _TMP.match(tmp.name)
-                try:
-                    age = now - tmp.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                dead = match is not None and match.group("host") == host and not pid_alive(int(match.group("pid")))
-                if dead or age > STALE_TMP_SECONDS:
-                    try:
-                        tmp.unlink()
-                        report.temp_removed.append(str(tmp.relative_to(self.root)))
-                    except FileNotFoundError:
-                        pass
+        folders = [self.root, *self.root.glob("daily/*"), *self.root.glob("quicklooks/*")]
+        removed = remove_orphaned((tmp for folder in folders for tmp in folder.glob(".*.tmp")),
+                                  stale_seconds=STALE_TMP_SECONDS)
+        report.temp_removed.extend(str(tmp.relative_to(self.root)) for tmp in removed)
 
     # ------------------------------------------------------------------ reading
     def read_day(self, day) -> xr.Dataset | None:

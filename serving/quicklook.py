@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from serving.cf_product import temporary_name
+from etfuse.tempfiles import temporary_name
 
 #: Fixed colour scale [mm day-1]: days and seasons stay comparable; values above are drawn in the
 #: top colour (the colour bar's arrow says so).

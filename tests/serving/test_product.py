@@ -441,7 +441,7 @@ def test_reconcile_adds_updates_removes_and_moves_corrupt_files(quiet_settings):
     store.day_path(days[3]).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     # 5. temporary files: of a dead writer (removed), of a live one (kept)
     folder = store.day_path(days[0]).parent
-    from serving.cf_product import temporary_name
+    from etfuse.tempfiles import temporary_name
     live = temporary_name(store.day_path(days[0]))
     live.write_bytes(b"partial")
     dead = Path(str(live).replace(f".{os.getpid()}.", ".999999999."))
