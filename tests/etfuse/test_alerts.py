@@ -20,6 +20,7 @@ from etfuse.alerts import (Alert, AlertDispatcher, alert_from_exception, alert_f
                            read_alert_log, slack_payload)
 from etfuse.errors import SourceFormatError
 from etfuse.settings import load_settings
+from tests.services import free_port
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402
@@ -29,12 +30,6 @@ SMTP_PASSWORD = "s3cret-PW-7f3a9"
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FakeClock:
     def __init__(self, start: dt.datetime = dt.datetime(2021, 6, 1, 10, 0, tzinfo=UTC)) -> None:
         self.now = start

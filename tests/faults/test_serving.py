@@ -3,15 +3,10 @@ serving and at the gate), a GPU asked for but absent (docs/reliability.md, fault
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,50 +17,11 @@ from serving.predictor import Predictor, PredictorError
 from serving.product import ProductStore
 from serving.update import run_update
 from tests.faults.kit import WINDOW, poisoned_model
+from tests.services import mlflow_server
 
 
 def update(settings, predictor, **kwargs):
     return run_update(settings, predictor=predictor, product=ProductStore(settings), **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def mlflow_server(folder: Path):
-    """``mlflow server --workers 1`` on a free loopback port over SQLite, with proxied artifacts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    exe = Path(sys.executable).with_name("mlflow")
-    cmd = [str(exe) if exe.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--serve-artifacts",
-           "--artifacts-destination", str(folder / "artifacts"), "--default-artifact-root", "mlflow-artifacts:/"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(folder / "server.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(folder / 'server.log').read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not healthy in 120 s: {(folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url, proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def training_record(model_file: Path):

@@ -5,32 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float) -> None:
-    import urllib.request
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+from tests.services import free_port, stop_group, wait_http
 
 
 @pytest.fixture
@@ -44,11 +25,10 @@ def prefect_server(tmp_path):
                              str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/health", 120)
+        wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc)
         yield f"http://127.0.0.1:{port}/api"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc)
 
 
 @pytest.mark.slow
@@ -68,17 +48,7 @@ def test_schedule_registers_crons_and_runs_daily(prefect_server, tmp_path):
         try:
             _check_schedule(serving, config, home)
         finally:
-            _stop(serving)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+            stop_group(serving)
 
 
 def _check_schedule(serving: subprocess.Popen, config, home) -> None:
@@ -99,7 +69,7 @@ def _check_schedule(serving: subprocess.Popen, config, home) -> None:
         found = asyncio.run(deployments())
         time.sleep(1)
     if len(found) < 2:
-        _stop(serving)
+        stop_group(serving)
         pytest.fail(f"deployments not registered within 180 s; `etfuse schedule` printed:\n"
                     f"{serving.communicate(timeout=30)[0][-4000:]}")
     crons = {d.name: d.schedules[0].schedule.cron for d in found}

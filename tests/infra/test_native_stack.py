@@ -30,7 +30,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,26 +42,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.services import PG_BIN, as_postgres, free_port, tail, wait_http
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 VENV_BIN = Path(sys.executable).parent
-PG_BIN = Path(os.environ.get("ETFUSE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 BBOX = (101.0, 36.0, 102.0, 37.0)
 
 
 # ----------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_postgres(args: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
 def http(method: str, url: str, *, auth: tuple[str, str] | None = None, body: dict | None = None,
          timeout: float = 10) -> tuple[int, object]:
     """One request; returns (status, decoded JSON or text).  HTTP errors are returned, not raised."""
@@ -81,27 +71,6 @@ def http(method: str, url: str, *, auth: tuple[str, str] | None = None, body: di
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode} before {url} answered:\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s:\n{tail(log)}")
-
-
-def tail(path: Path | None, lines: int = 60) -> str:
-    if path is None or not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")

@@ -7,37 +7,23 @@ it runs as the ``postgres`` user (runuser) in a folder that user owns.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests import services
+from tests.services import PG_BIN, as_postgres, free_port
 from tests.training.test_registry import make_standin_record
 
-PG_BIN = Path(os.environ.get("ETFUSE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_postgres(args: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
 @pytest.fixture(scope="module")
@@ -86,44 +72,8 @@ def _no_user(name: str) -> bool:
 def mlflow_server(postgres, tmp_path_factory):
     """``mlflow server --workers 1`` on a free loopback port over the PostgreSQL backend."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    mlflow_exe = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_exe) if mlflow_exe.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", postgres, "--serve-artifacts",
-           "--artifacts-destination", str(folder / "artifacts"), "--default-artifact-root", "mlflow-artifacts:/"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(folder / "server.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}: "
-                                   + (folder / "server.log").read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow server not healthy after 120 s: "
-                                   + (folder / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    with services.mlflow_server(folder, postgres) as (url, _):
         yield {"url": url, "artifacts": folder / "artifacts"}
-    finally:
-        # the server and its worker are one process group of our own
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:  # a graceful stop waits for idle keep-alive connections: do not wait long
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
 
 
 def test_registry_against_mlflow_server_on_postgres(mlflow_server, tmp_path, monkeypatch):

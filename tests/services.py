@@ -1,0 +1,87 @@
+"""Real services for tests: free loopback ports, waiting for HTTP health, an MLflow server, and
+running PostgreSQL binaries (which refuse root) as the postgres user."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("ETFUSE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path | None, lines: int = 60) -> str:
+    if path is None or not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Until ``url`` answers 200; fails at once (with the log's tail) when ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited with {proc.returncode} before {url} answered:\n{tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s:\n{tail(log)}")
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 30) -> None:
+    """Signal a process started with ``start_new_session=True`` and its children; kill after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def as_postgres(args: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``mlflow server --workers 1`` on a free loopback port with proxied artifacts under ``folder``
+    (SQLite there unless ``backend_store_uri``); yields (url, process)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    exe = Path(sys.executable).with_name("mlflow")
+    cmd = [str(exe) if exe.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}",
+           "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
+           "--default-artifact-root", "mlflow-artifacts:/"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log_path = folder / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(url + "/health", 120, proc, log_path)
+            yield url, proc
+        finally:
+            # a graceful stop waits for idle keep-alive connections: do not wait long
+            stop_group(proc, grace_s=5)
