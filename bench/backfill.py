@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-
-RESULTS = Path(__file__).resolve().parent / "results.md"
-
 
 def prepare(home: Path, region: str, start: str, end: str) -> Path:
     """World, store and a promoted model under ``home``; returns the config path."""
@@ -69,6 +65,7 @@ def run(config: Path, workers: int, chunk_days: int) -> tuple[float, int]:
 
 
 def main() -> None:
+    from bench.report import append_results, machine_facts
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=Path("/tmp/etfuse-bench-backfill"))
     parser.add_argument("--region", default="qinghai")
@@ -91,7 +88,6 @@ def main() -> None:
             times[workers].append(seconds)
             print(f"{workers} worker(s): {days} days in {seconds:.1f} s", flush=True)
     one, two = statistics.median(times[1]), statistics.median(times[2])
-    import dask
     text = [f"\n## backfill: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n",
             f"`bench/backfill.py --region {args.region} --start {args.start} --end {args.end} --runs {args.runs} --chunk-days {args.chunk_days}`: "
             f"{days} product days recomputed by the backfill flow on a local Dask cluster (chunks of at most {args.chunk_days} days balanced over the workers, one "
@@ -100,12 +96,10 @@ def main() -> None:
             "| workers | runs | median [s] | days/min |", "|---|---|---|---|",
             f"| 1 | {args.runs} | {one:.1f} | {days / one * 60:.1f} |",
             f"| 2 | {args.runs} | {two:.1f} | {days / two * 60:.1f} |",
-            f"\nSpeed-up 2 vs 1 worker: {one / two:.2f}x. Machine: nproc {os.cpu_count()}, python "
-            f"{platform.python_version()}, dask {dask.__version__}, {platform.platform()}.\n"]
+            f"\nSpeed-up 2 vs 1 worker: {one / two:.2f}x. Machine: {machine_facts('dask', 'onnxruntime')}.\n"]
     print("\n".join(text))
     if not args.no_append:
-        with open(RESULTS, "a") as f:
-            f.write("\n".join(text))
+        append_results(text)
 
 
 if __name__ == "__main__":

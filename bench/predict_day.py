@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -33,7 +32,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROWS, COLS, T, F = 850, 1390, 7, 10
-RESULTS = Path(__file__).resolve().parent / "results.md"
 
 
 def _features(rng):
@@ -128,17 +126,8 @@ def measure(name: str, model_path: Path, store: str | None) -> dict:
     return result
 
 
-def machine() -> str:
-    import numpy
-    import onnxruntime
-    import torch
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
-    return (f"nproc {os.cpu_count()}, RAM {mem:.1f} GiB, python {platform.python_version()}, "
-            f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, numpy {numpy.__version__}, "
-            f"{platform.platform()}")
-
-
 def main() -> None:
+    from bench.report import append_results, machine_facts
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--model", help="model.onnx with its serving graphs (default: export the default model)")
@@ -155,6 +144,7 @@ def main() -> None:
     cases = [("steady", args.runs), ("cold", args.runs), ("eager", args.eager_runs)]
     if args.store:
         cases.append(("inputs", args.runs))
+    cases = [(name, runs) for name, runs in cases if runs > 0]
     rows = []
     for name, runs in cases:
         results = [measure(name, model_path, args.store) for _ in range(runs)]
@@ -169,12 +159,12 @@ def main() -> None:
             "around the work (model loading excluded); peak RSS of the whole process from /usr/bin/time.\n",
             "| case | runs | median [s] | min [s] | max [s] | peak RSS [GiB] |", "|---|---|---|---|---|---|"]
     text += [f"| {n} | {k} | {m:.2f} | {lo:.2f} | {hi:.2f} | {rss:.2f} |" for n, k, m, lo, hi, rss in rows]
-    text.append(f"\nSpeed-up over the eager run: steady {by['eager'][2] / by['steady'][2]:.1f}x, "
-                f"cold {by['eager'][2] / by['cold'][2]:.1f}x. Machine: {machine()}.\n")
+    speedup = (f"Speed-up over the eager run: steady {by['eager'][2] / by['steady'][2]:.1f}x, "
+               f"cold {by['eager'][2] / by['cold'][2]:.1f}x. " if {"eager", "steady", "cold"} <= by.keys() else "")
+    text.append(f"\n{speedup}Machine: {machine_facts('onnxruntime', 'torch', 'numpy')}.\n")
     print("\n".join(text))
     if not args.no_append:
-        with open(RESULTS, "a") as f:
-            f.write("\n".join(text))
+        append_results(text)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import platform
 import resource
 import shutil
 import statistics
@@ -38,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import netCDF4  # noqa: E402
 
+from bench.report import append_results, machine_facts  # noqa: E402
 from etfuse.settings import load_settings  # noqa: E402
 from etfuse.synth.world import World, WorldSpec  # noqa: E402
 from serving import product  # noqa: E402
 from serving.product import ProductStore  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results.md")
 YEAR = 2021
 
 
@@ -83,14 +81,9 @@ class Fields:
         return np.clip(base + noise, 0.0, None)
 
 
-def machine_facts() -> str:
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import matplotlib
-    import xarray
-    return (f"nproc {os.cpu_count()}, RAM {mem_gib:.1f} GiB, python {platform.python_version()}, "
-            f"netCDF4 {netCDF4.__version__} (netCDF-C {netCDF4.__netcdf4libversion__}, HDF5 "
-            f"{netCDF4.__hdf5libversion__}), xarray {xarray.__version__}, numpy {np.__version__}, "
-            f"matplotlib {matplotlib.__version__}, platform {platform.platform()}")
+def _machine() -> str:
+    return machine_facts("netCDF4", "xarray", "numpy", "matplotlib",
+                         extra=f"netCDF-C {netCDF4.__netcdf4libversion__}, HDF5 {netCDF4.__hdf5libversion__}")
 
 
 def point_cells(store: ProductStore, n: int, seed: int = 5) -> list[tuple[float, float]]:
@@ -254,10 +247,8 @@ def main() -> int:
                       "|---|---|---|---|---|"]
             lines += [f"| {r['chunks']} | {r['build_s']:.1f} | {r['mb_per_day']:.2f} | {r['map_s']:.3f} | "
                       f"{r['point_year_s']:.3f} |" for r in compare]
-        lines += ["", f"Peak RSS {peak_mib:.0f} MiB. Machine: {machine_facts()}.", ""]
-        with open(RESULTS, "a", encoding="utf-8") as handle:
-            handle.write("\n".join(lines))
-        print(f"appended to {RESULTS}")
+        lines += ["", f"Peak RSS {peak_mib:.0f} MiB. Machine: {_machine()}.", ""]
+        append_results(lines)
     if args.keep:
         print(f"kept {home}")
     else:

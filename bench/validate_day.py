@@ -15,8 +15,6 @@ RSS, and appends a dated section to bench/results.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -31,11 +29,11 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import append_results, machine_facts  # noqa: E402
 from etfuse.cf import annotate  # noqa: E402
 from etfuse.settings import load_settings  # noqa: E402
 
 DAY = pd.Timestamp("2021-07-15")
-RESULTS = Path(__file__).with_name("results.md")
 
 
 def _axis_centred(low: float, high: float, res: float, on_multiples: bool) -> np.ndarray:
@@ -92,20 +90,6 @@ def build_datasets(settings, seed: int = 0) -> dict[str, xr.Dataset]:
     return out
 
 
-def _machine() -> dict[str, str]:
-    import great_expectations as gx
-    mem = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
-    except OSError:
-        pass
-    return {"nproc": str(os.cpu_count()), "RAM": mem, "python": platform.python_version(),
-            "great-expectations": gx.__version__, "pandas": pd.__version__, "numpy": np.__version__,
-            "platform": platform.platform()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -151,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
 
     medians = {name: statistics.median(v) for name, v in times.items()}
     total_median = statistics.median(totals)
-    machine = _machine()
+    machine = machine_facts("great-expectations", "pandas", "numpy")
     print(f"\nfull-province day, median of {args.runs} runs (first call excluded):")
     for name in datasets:
         print(f"  {name:9s} {medians[name]:.3f} s  (min {min(times[name]):.3f}, max {max(times[name]):.3f}; "
               f"first call {cold[name]:.2f} s)  [{sizes[name]}]")
     print(f"  total     {total_median:.3f} s  (first round incl. GE import and context: {cold_total:.2f} s)")
     print(f"  peak RSS  {peak_mib:.0f} MiB")
-    print("  " + ", ".join(f"{k} {v}" for k, v in machine.items()))
+    print(f"  {machine}")
 
     if not args.no_append:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -172,12 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {name} | {sizes[name]} | {medians[name]:.3f} | {min(times[name]):.3f} | "
                          f"{max(times[name]):.3f} | {cold[name]:.2f} |")
         lines.append(f"| **total** | | **{total_median:.3f}** | {min(totals):.3f} | {max(totals):.3f} | {cold_total:.2f} |")
-        lines.append(f"\nPeak RSS {peak_mib:.0f} MiB. Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".\n")
-        if not RESULTS.exists():
-            RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in bench/; newest last.\n")
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        print(f"appended to {RESULTS}")
+        lines.append(f"\nPeak RSS {peak_mib:.0f} MiB. Machine: {machine}.\n")
+        append_results(lines)
     return 0
 
 
