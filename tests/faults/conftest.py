@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.faults.kit import WINDOW, Home, copy_home, make_home
+from tests.standins import export_small_model
 
 
 def _clean_env(monkeypatch) -> None:
@@ -53,19 +53,4 @@ def store_home(harmonised_template, tmp_path, small_world, monkeypatch) -> Home:
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory) -> Path:
     """A small GCN-GRU (hidden 8, window WINDOW) exported as the whole model plus the two serving graphs."""
-    import torch
-
-    from etfuse.features import FEATURES
-    from training.export import export_onnx, export_serving_parts
-    from training.model import GcnGru
-    torch.manual_seed(1)
-    n = len(FEATURES)
-    mean = np.array([2.0, 2.0, 8.0, 285.0, 0.3, 3000.0, 36.5, 101.5, 0.0, 0.0])
-    std = np.array([1.5, 1.5, 4.0, 10.0, 0.5, 400.0, 0.5, 0.5, 0.7, 0.7])
-    model = GcnGru(mean, std, hidden=8).eval()
-    rng = np.random.default_rng(0)
-    tile = (rng.normal(size=(WINDOW, 9, 9, n)).astype(np.float32), np.ones((9, 9), np.float32))
-    folder = tmp_path_factory.mktemp("fault-model")
-    export_onnx(model, folder / "model.onnx", window_days=WINDOW, features=FEATURES, parity_tiles=[tile])
-    export_serving_parts(model, folder, window_days=WINDOW, n_features=n, parity_tiles=[tile])
-    return folder / "model.onnx"
+    return export_small_model(tmp_path_factory.mktemp("fault-model"), window_days=WINDOW)

@@ -18,30 +18,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from serving.api import MAX_BODY_BYTES, MAX_URL_BYTES, create_app  # noqa: E402
+from tests.standins import DownRegistry, FakeRegistry  # noqa: E402
 
 #: generated requests per API operation and generation mode
 MAX_EXAMPLES = 40
-
-
-class FakeRegistry:
-    """A registry that answers, then one that is down: /model and /ready must not 500 either way."""
-
-    class Info:
-        version, status, metrics = 3, "champion", {"heldout_fused_rmse": 0.43, "n": float("nan")}
-
-    def champion(self):
-        return self.Info()
-
-    def onnx_model_path(self, alias="champion"):
-        return "/nowhere/model.onnx", 3
-
-
-class DownRegistry:
-    def champion(self):
-        raise ConnectionError("registry unreachable")
-
-    def onnx_model_path(self, alias="champion"):
-        raise ConnectionError("registry unreachable")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from etfuse.grid import TargetGrid
 from serving.api import create_app
 from serving.product import ProductStore
+from tests.standins import FakeRegistry
 
 
 @pytest.fixture
@@ -26,17 +27,6 @@ def product(settings):
                         sources_used={"era5land", "gleam"} if k < 4 else {"era5land"},
                         fingerprint=hashlib.sha256(f"fp{k}".encode()).hexdigest())
     return store
-
-
-class FakeRegistry:
-    class Info:
-        version, status, metrics = 3, "champion", {"heldout_fused_rmse": 0.43, "n": float("nan")}
-
-    def champion(self):
-        return self.Info()
-
-    def onnx_model_path(self, alias="champion"):
-        return "/nowhere/model.onnx", 3
 
 
 @pytest.fixture

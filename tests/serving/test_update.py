@@ -6,32 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from etfuse.features import FEATURES
 from etfuse.harmonise import harmonise_into_store
 from etfuse.store import HarmonisedStore
 from serving.predictor import Predictor
 from serving.product import ProductStore
 from serving.update import UpdateLockedError, plan_days, product_lock, run_update
 from tests.conftest import SMALL_WORLD
-from training.export import export_onnx, export_serving_parts
-from training.model import GcnGru
+from tests.standins import export_small_model
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    torch.manual_seed(1)
-    n = len(FEATURES)
-    mean = np.array([2.0, 2.0, 8.0, 285.0, 0.3, 3000.0, 36.5, 101.5, 0.0, 0.0])
-    std = np.array([1.5, 1.5, 4.0, 10.0, 0.5, 400.0, 0.5, 0.5, 0.7, 0.7])
-    model = GcnGru(mean, std, hidden=8).eval()
-    rng = np.random.default_rng(0)
-    tile = (rng.normal(size=(7, 9, 9, n)).astype(np.float32), np.ones((9, 9), np.float32))
-    folder = tmp_path_factory.mktemp("model")
-    export_onnx(model, folder / "model.onnx", window_days=7, features=FEATURES, parity_tiles=[tile])
-    export_serving_parts(model, folder, window_days=7, n_features=n, parity_tiles=[tile])
-    return folder / "model.onnx"
+    return export_small_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture
