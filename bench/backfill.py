@@ -65,7 +65,7 @@ def run(config: Path, workers: int, chunk_days: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    from bench.report import append_results, machine_facts
+    from bench.report import machine_facts, publish
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=Path("/tmp/etfuse-bench-backfill"))
     parser.add_argument("--region", default="qinghai")
@@ -97,9 +97,7 @@ def main() -> None:
             f"| 1 | {args.runs} | {one:.1f} | {days / one * 60:.1f} |",
             f"| 2 | {args.runs} | {two:.1f} | {days / two * 60:.1f} |",
             f"\nSpeed-up 2 vs 1 worker: {one / two:.2f}x. Machine: {machine_facts('dask', 'onnxruntime')}.\n"]
-    print("\n".join(text))
-    if not args.no_append:
-        append_results(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def measure(name: str, model_path: Path, store: str | None) -> dict:
 
 
 def main() -> None:
-    from bench.report import append_results, machine_facts
+    from bench.report import machine_facts, publish
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--model", help="model.onnx with its serving graphs (default: export the default model)")
@@ -162,9 +162,7 @@ def main() -> None:
     speedup = (f"Speed-up over the eager run: steady {by['eager'][2] / by['steady'][2]:.1f}x, "
                f"cold {by['eager'][2] / by['cold'][2]:.1f}x. " if {"eager", "steady", "cold"} <= by.keys() else "")
     text.append(f"\n{speedup}Machine: {machine_facts('onnxruntime', 'torch', 'numpy')}.\n")
-    print("\n".join(text))
-    if not args.no_append:
-        append_results(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":

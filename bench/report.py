@@ -34,3 +34,10 @@ def append_results(lines: list[str], results: Path = RESULTS) -> None:
     with open(results, "a", encoding="utf-8") as handle:
         handle.write("\n".join(lines))
     print(f"appended to {results}")
+
+
+def publish(lines: list[str], *, append: bool) -> None:
+    """Print a benchmark's section, and append it to the results unless told not to."""
+    print("\n".join(lines))
+    if append:
+        append_results(lines)
