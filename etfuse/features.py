@@ -204,7 +204,7 @@ def assemble(raw: RawInputs, *, lat: np.ndarray, lon: np.ndarray, elevation: np.
         f = lst_with_fallback(modis[k], skt[k], offset_k=float(raw.lst_offset_k[k]))
         lst[k] = f.lst_k
         from_skt[k] = np.where(np.isfinite(f.lst_k), f.from_skt.astype(np.float32), np.nan)
-    doy = raw.days.dayofyear.to_numpy(dtype=np.float32)
+    doy = raw.days.day_of_year.to_numpy(dtype=np.float32)
     angle = 2 * np.pi * doy / 365.25
     shape = (n_days,) + cells_shape
     static = {

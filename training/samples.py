@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -175,8 +176,10 @@ def normalisation(samples: SampleSet, split: Split) -> dict:
     st = sorted(split.train["s"].unique())
     block = samples.features[np.ix_(st, days)]                   # (st, days, P, F)
     flat = block.reshape(-1, block.shape[-1]).astype(np.float64)
-    mean = np.nanmean(flat, axis=0)
-    std = np.nanstd(flat, axis=0)
+    with warnings.catch_warnings():            # a feature with no value at all (no elevation file): 0 and 1 below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(flat, axis=0)
+        std = np.nanstd(flat, axis=0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     std = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0)
     return {"features": list(FEATURES), "mean": mean.tolist(), "std": std.tolist(),
