@@ -188,7 +188,11 @@ def discover(settings, *, now: float | None = None) -> tuple[list[LandingFile], 
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            if not path.is_file() or path.name.startswith("."):
+            if not path.is_file():
+                continue
+            if path.name.startswith("."):
+                skipped.append(f"{source}/{path.name}: hidden (an upload in progress, e.g. rsync's temporary "
+                               f"name); rename it without the leading '.' to ingest it")
                 continue
             if path.name.endswith(tuple(settings.ingest.partial_suffixes)):
                 skipped.append(f"{source}/{path.name}: still being written (partial-file suffix)")

@@ -288,6 +288,7 @@ def test_discover_skips_partial_unknown_and_misplaced_files(tmp_path, small_worl
     assert files == []
     text = " ".join(skipped)
     assert "still being written" in text and "merra2/: not a known source folder" in text and "stray.nc: directly in landing" in text
+    assert "gleam/.hidden: hidden" in text and (landing / "gleam" / ".hidden").exists()
 
 
 def test_provider_names_are_sanitised():
