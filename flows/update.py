@@ -53,18 +53,29 @@ def compute_days(settings, start, end) -> dict:
 def update_flow(config: str | None = None, home: str | None = None, day: date | None = None,
                 since: date | None = None, until: date | None = None) -> dict:
     from serving.predictor import NoModelError
+    from training.registry import ModelRegistry
     settings = flow_settings(config, home)
     start, end = (day, day) if day else (since, until)
+    # Before the first promotion there is nothing to compute: not a task failure in the UI, a warning.
+    # An unreachable registry is not this case: the task then fails, and the flow alerts.
+    if ModelRegistry(settings).champion() is None:
+        return _no_model(settings, "the registry has no champion; train and promote one (`etfuse train`)")
     try:
         result = compute_days(settings, start, end)
-    except NoModelError as exc:
-        # before the first model is promoted there is nothing to compute: say so, once per alert window
-        from etfuse.alerts import Alert, AlertDispatcher
-        dispatcher = AlertDispatcher(settings)
-        dispatcher.send(Alert(severity="warning", source="flow", kind="no_model", checks=["no_champion"],
-                              summary=f"update computed nothing: {exc}"))
-        dispatcher.flush()
-        result = {"summary": f"no product day computed: {exc}", "model_version": None, "written": {},
-                  "years_rebuilt": [], "median_seconds_per_day": None}
+    except NoModelError as exc:                      # the champion alias removed since the check
+        return _no_model(settings, str(exc))
     get_run_logger().info(result["summary"])
     return result
+
+
+def _no_model(settings, reason: str) -> dict:
+    """Say once per alert window that no product day was computed, and why."""
+    from etfuse.alerts import Alert, AlertDispatcher
+    dispatcher = AlertDispatcher(settings)
+    dispatcher.send(Alert(severity="warning", source="flow", kind="no_model", checks=["no_champion"],
+                          summary=f"update computed nothing: {reason}"))
+    dispatcher.flush()
+    summary = f"no product day computed: {reason}"
+    get_run_logger().warning(summary)
+    return {"summary": summary, "model_version": None, "written": {}, "years_rebuilt": [],
+            "median_seconds_per_day": None}

@@ -43,6 +43,18 @@ def _alerts(settings):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _task_states(flow_run_id) -> dict[str, str]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name: run.state.type.value for run in asyncio.run(read())}
+
+
 @pytest.mark.slow
 def test_flows_end_to_end(scenario, small_world):
     from flows.backfill import run_backfill
@@ -54,9 +66,11 @@ def test_flows_end_to_end(scenario, small_world):
     from training.registry import ModelRegistry
     settings, config = scenario
 
-    # before any model: update computes nothing and says so (a warning, not a failure)
-    quiet = update_flow(config=config)
+    # before any model: update computes nothing and says so (a warning, not a failure: no failed task either)
+    quiet_state = update_flow(config=config, return_state=True)
+    quiet = quiet_state.result()
     assert quiet["written"] == {} and "no product day computed" in quiet["summary"]
+    assert _task_states(quiet_state.state_details.flow_run_id) == {}
     assert [a["kind"] for a in _alerts(settings) if a.get("record") == "alert"] == ["no_model"]
 
     # a failing run raises a critical alert: a corrupt ledger makes ingest fail
