@@ -257,7 +257,7 @@ def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) 
         name += ".data"
     dest = folder / name
     if dest.exists() and file_sha256(dest) != sha256:
-        dest = folder / f"{sha256[:12]}-{safe_name(path.name)}"
+        dest = folder / f"{sha256[:12]}-{name}"
     record = {"file": path.name, "source": source, "sha256": sha256,
               "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **reason}
     folder.mkdir(parents=True, exist_ok=True)
@@ -268,7 +268,7 @@ def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) 
             path.unlink()                 # identical bytes already quarantined under this name
         else:
             _move(path, dest)
-        tmp.replace(dest.with_name(dest.name + ".reason.json"))
+        tmp.replace(dest.with_name(dest.name + _REASON))
     finally:
         tmp.unlink(missing_ok=True)
     return dest
@@ -456,8 +456,8 @@ def quarantined(settings) -> list[dict]:
     out = []
     root = settings.folder("quarantine")
     for data in sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith(".")
-                       and not p.name.endswith(".reason.json")):
-        reason_file = data.with_name(data.name + ".reason.json")
+                       and not p.name.endswith(_REASON)):
+        reason_file = data.with_name(data.name + _REASON)
         try:
             record = json.loads(reason_file.read_text())
         except (OSError, ValueError):
@@ -489,10 +489,9 @@ def release(settings, name: str) -> LandingFile:
     if not parts or len(parts) > 2 or any(part in ("..", ".") for part in parts) or parts[-1].endswith(_REASON):
         raise QuarantineError(f"{name!r} does not name a quarantined file; pass NAME or SOURCE/NAME "
                               "as `etfuse quarantine list` shows them")
-    wanted = parts[-1]
-    pattern = f"{parts[0]}/{wanted}" if len(parts) == 2 else f"*/{wanted}"
-    matches = [p for p in root.glob(pattern) if p.is_file() and p.name == wanted and not p.name.endswith(_REASON)
-               and (len(parts) == 1 or p.parent.name == parts[0])]
+    wanted = parts[-1]                     # looked up literally: no glob, so '*' or '[' match nothing
+    folders = [root / parts[0]] if len(parts) == 2 else sorted(p for p in root.glob("*") if p.is_dir())
+    matches = [folder / wanted for folder in folders if (folder / wanted).is_file()]
     if not matches:
         known = [f"{q['source']}/{q['file']}" for q in quarantined(settings)]
         raise QuarantineError(f"no quarantined file named {name!r}; quarantined: {known or 'none'}")
@@ -501,7 +500,7 @@ def release(settings, name: str) -> LandingFile:
                               "pass SOURCE/NAME")
     data = matches[0]
     source = data.parent.name
-    reason = data.with_name(data.name + ".reason.json")
+    reason = data.with_name(data.name + _REASON)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if reason.exists():
         _move(reason, root / source / "released" / f"{data.name}.{stamp}.reason.json")

@@ -203,5 +203,11 @@ def test_a_provider_file_named_like_a_reason_record_is_not_lost(home):
     deliver(settings, "gleam", "E.nc", b"second provider file")
     before.update(landing_snapshot(settings))
     ingest_all(settings, today=TODAY)
+    deliver(settings, "gleam", "E.nc.reason.json", b"third provider file, same name as the first")
+    before.update(landing_snapshot(settings))
+    ingest_all(settings, today=TODAY)
     kept = {sha(p) for p in settings.folder("quarantine").rglob("*") if p.is_file()}
     assert set(before.values()) <= kept, "a quarantined provider file was overwritten"
+    # each is listed as quarantined data (none taken for a reason record), so each can be released
+    listed = {q["path"] for q in quarantined(settings)}
+    assert len(listed) == 3 and not any(p.endswith(".reason.json") for p in listed)
