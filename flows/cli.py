@@ -16,6 +16,7 @@ import typer
 
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
 from flows import cli_models
+from flows.common import CLI_STATE, cli_config_path, cli_settings
 
 #: Defaults for the process environment: telemetry off (this machine is offline), and a generous start-up
 #: time for Prefect's ephemeral server, which can exceed its 20 s default on a loaded 2-core box.
@@ -25,10 +26,10 @@ RUNTIME_ENV = {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
 app = typer.Typer(
     name="etfuse", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Daily evapotranspiration for Qinghai: read provider files, harmonise them, generate synthetic "
-         "worlds, and (in later steps) ingest, train, serve.  Configuration: --config FILE or ETFUSE_CONFIG, "
-         "overridden by ETFUSE_* environment variables (ETFUSE_HOME is the runtime root, default ./var).")
+         "worlds, ingest and validate deliveries, train and register models, compute and serve the product.  "
+         "Configuration: --config FILE or ETFUSE_CONFIG, overridden by ETFUSE_* environment variables (ETFUSE_HOME is the runtime root, default ./var).")
 
-_state: dict = {"config": None, "debug": False}
+_state = CLI_STATE
 
 
 @app.callback()
@@ -40,14 +41,7 @@ def _global(config: Annotated[Optional[Path], typer.Option("--config", "-c", hel
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-def settings(**overrides):
-    """The settings; a configured prefect.api_url becomes PREFECT_API_URL (unless that is set) before
-    any flow imports Prefect, which reads it only at import."""
-    from etfuse.settings import load_settings
-    loaded = load_settings(_state["config"], **overrides)
-    if loaded.prefect.api_url:
-        os.environ.setdefault("PREFECT_API_URL", loaded.prefect.api_url)
-    return loaded
+settings = cli_settings
 
 
 def _parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
@@ -352,10 +346,7 @@ def schedule(
     serve(s, config)
 
 
-def _config_path() -> str | None:
-    """The config file in use (--config or ETFUSE_CONFIG), absolute, for flows run elsewhere."""
-    path = _state["config"] or os.environ.get("ETFUSE_CONFIG")
-    return str(Path(path).resolve()) if path else None
+_config_path = cli_config_path
 
 
 def _actor() -> str:

@@ -22,7 +22,7 @@ _BY = typer.Option("--by", help="Who makes the change, recorded in the history; 
 
 
 def _registry():
-    from flows.cli import settings
+    from flows.common import cli_settings as settings
     from training.registry import ModelRegistry
 
     return ModelRegistry(settings())
@@ -176,7 +176,7 @@ def rollback(
     version are computed again with the restored champion.
     """
     if recompute:
-        from flows.cli import _config_path, settings
+        from flows.common import cli_config_path as _config_path, cli_settings as settings
         from flows.rollback import rollback_flow
         result = rollback_flow(config=_config_path(), home=str(settings().home),
                                to=to, reason=reason, actor=_actor(by))
