@@ -445,6 +445,34 @@ class AlertSettings(_Section):
         return self
 
 
+class FreshnessSettings(_Section):
+    """How late each source's data may arrive before its delivery counts as overdue [days].
+
+    A delay is counted from the end of the data day to now: ERA5-Land-T is published about 5 days
+    behind real time, MODIS MOD11A1 1-2 days, CMA daily values the next day, GLEAM yearly (months
+    late).  ``None`` means the source is not expected on a schedule (it is never overdue).  Used
+    by the overdue-delivery alerts of ingest and fetch and by the API's readiness.
+    """
+
+    era5land_days: float | None = Field(6.0, gt=0)
+    modis_days: float | None = Field(3.0, gt=0)
+    cma_days: float | None = Field(2.0, gt=0)
+    #: GLEAM v3.x is released once a year, covering the year before
+    gleam_days: float | None = Field(550.0, gt=0)
+    stations_days: float | None = Field(None, gt=0)
+    fluxnet_days: float | None = Field(None, gt=0)
+    #: the newest product day may be this old before the product counts as stale [days]
+    product_days: float | None = Field(7.0, gt=0)
+
+    def expected_delay_days(self, source: str) -> float | None:
+        """The allowed delay of ``source`` (``era5land``, ``modis``, ..., or ``product``) [days]."""
+        field = f"{source}_days"
+        if field not in type(self).model_fields:
+            known = sorted(name[:-5] for name in type(self).model_fields)
+            raise KeyError(f"no freshness setting for {source!r}; expected one of {known}")
+        return getattr(self, field)
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
@@ -464,6 +492,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
     alerts: AlertSettings = AlertSettings()
+    freshness: FreshnessSettings = FreshnessSettings()
     static: StaticSettings = StaticSettings()
     ingest: IngestSettings = IngestSettings()
     quality: QualitySettings = QualitySettings()

@@ -72,3 +72,12 @@ def test_runtime_folders(tmp_path):
     with pytest.raises(KeyError, match="unknown runtime folder"):
         s.folder("tmp")
     assert "home:" in s.to_yaml()
+
+
+def test_freshness_delays_by_source_and_unknown_source_named():
+    s = load_settings(None, freshness={"modis_days": 1.5, "gleam_days": None})
+    assert s.freshness.expected_delay_days("modis") == 1.5
+    assert s.freshness.expected_delay_days("gleam") is None
+    assert s.freshness.expected_delay_days("era5land") == 6.0
+    with pytest.raises(KeyError, match="no freshness setting for 'grace'.*era5land"):
+        s.freshness.expected_delay_days("grace")
