@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.quality.expectations import Skipped, column, expectation
 from etfuse.quality.frames import SOURCES, Frames, region_values, source_spec
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
-    from etfuse.quality.suites import Skipped
     from etfuse.store import HarmonisedStore
 
 STATS_FORMAT = "etfuse-reference-stats/1"
@@ -251,8 +251,6 @@ def month_stats(stats: Mapping | None, source: str, variable: str, month: int) -
 def drift_expectations(frames: Frames, stats: Mapping | None, *, settings,
                        frame: str) -> tuple[list["Expectation"], list["Skipped"]]:
     """Batch mean within reference mean +- k * std of the same month, per variable and month (warning)."""
-    from etfuse.quality.suites import Skipped, _column, expectation
-
     q = settings.quality
     variables = [v for v in DRIFT_VARIABLES.get(frames.source, ()) if v in frames.variables]
     if not variables:
@@ -285,5 +283,5 @@ def drift_expectations(frames: Frames, stats: Mapping | None, *, settings,
                 f"The batch mean of {variable} in month {month} must lie within the training data's "
                 f"mean {entry['mean']:.3g} +- quality.drift_k ({q.drift_k:g}) x std {entry['std']:.3g}.",
                 column=variable, min_value=low, max_value=high,
-                row_condition=_column("month") == int(month) if several else None))
+                row_condition=column("month") == int(month) if several else None))
     return expectations, skipped

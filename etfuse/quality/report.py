@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from etfuse.quality.validate import CheckOutcome, ValidationResult
+    from etfuse.settings import Settings
 
 INDEX_JSONL = "index.jsonl"
 INDEX_HTML = "index.html"
@@ -142,14 +143,17 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(result: "ValidationResult", *, settings, file: Path | None = None) -> Path:
-    """Write the page and its JSON twin, add it to the index; returns the page's absolute path."""
-    from etfuse.quality.validate import gx_runtime
+def write_report(result: "ValidationResult", *, settings: "Settings", ge_version: str,
+                 file: Path | None = None) -> Path:
+    """Write the page and its JSON twin, add it to the index; returns the page's absolute path.
 
+    ``ge_version`` (the Great Expectations release that ran the checks) is passed in by the
+    validator rather than looked up here, so this module never imports the validator.
+    """
     validated_at = datetime.now(timezone.utc)
     path = report_path(result, settings=settings, file=file).resolve()
     result_json = {**result.to_json(), "report_path": str(path)}
-    _write_atomic(path, render_html(result, validated_at=validated_at, ge_version=gx_runtime().version))
+    _write_atomic(path, render_html(result, validated_at=validated_at, ge_version=ge_version))
     _write_atomic(path.with_suffix(".json"), json.dumps(result_json, indent=1, default=str))
     root = settings.folder("reports").resolve()
     entry = {"validated_at": validated_at.isoformat(timespec="seconds"), "source": result.source,

@@ -25,20 +25,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
 
+from etfuse.quality.drift import drift_expectations
+from etfuse.quality.expectations import Skipped, expectation
 from etfuse.quality.frames import CONSISTENCY_PAIRS, Frames, consistency_column, source_spec
 from etfuse.stations_meta import known_locations
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
-
-Severity = Literal["critical", "warning", "info"]
-SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 
 #: variable -> (settings.quality key of the minimum, of the maximum) in canonical units
 RANGES: dict[str, tuple[str, str]] = {
@@ -65,35 +63,6 @@ STATION_ID_PATTERNS: dict[str, str] = {
 }
 #: CMA columns a surviving special code (>= 30000 raw) would show up in.
 CMA_CODE_COLUMNS = ("pan_evaporation_large", "pan_evaporation_small", "et")
-
-
-@lru_cache(maxsize=1)
-def _gxe():
-    import great_expectations.expectations as gxe      # slow import: first use only
-    return gxe
-
-
-def _column(name: str):
-    from great_expectations.expectations.row_conditions import Column
-    return Column(name)
-
-
-def expectation(kind: str, check: str, severity: Severity, explain: str, **kwargs: Any) -> "Expectation":
-    """A GE expectation of class ``kind`` with etfuse's ``meta`` (severity, check, explain)."""
-    if severity not in SEVERITIES:
-        raise ValueError(f"check {check!r}: severity must be one of {SEVERITIES}, got {severity!r}")
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return getattr(_gxe(), kind)(meta={"severity": severity, "check": check, "explain": explain}, **kwargs)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A check that could not run on this batch (reported as info, never a failure)."""
-
-    check: str
-    frame: str
-    reason: str
-    severity: Severity = "info"
 
 
 @dataclass
@@ -176,7 +145,6 @@ def _dates(plan: SuitePlan, frame: str, frames: Frames, settings, today: date) -
 
 
 def _drift(plan: SuitePlan, frame: str, frames: Frames, settings, reference_stats: Mapping | None) -> None:
-    from etfuse.quality.drift import drift_expectations          # drift imports this module
     expectations, skipped = drift_expectations(frames, reference_stats, settings=settings, frame=frame)
     plan.add(frame, *expectations)
     plan.skipped.extend(skipped)

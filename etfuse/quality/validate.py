@@ -34,7 +34,9 @@ import xarray as xr
 
 from etfuse.jsonutil import to_jsonable
 from etfuse.quality.frames import Frames, build_frames, numeric_summary, source_spec
-from etfuse.quality.suites import SEVERITIES, Skipped, SuitePlan, build_suites
+from etfuse.quality.report import write_report
+from etfuse.quality.expectations import SEVERITIES, Skipped
+from etfuse.quality.suites import SuitePlan, build_suites
 
 if TYPE_CHECKING:
     from great_expectations.checkpoint import Checkpoint
@@ -347,8 +349,7 @@ def validate(source: str, ds: xr.Dataset, *, settings, file: Path | None = None,
     result = ValidationResult(source=source, file=file_label, days=frames.days, outcomes=outcomes,
                               report_path=None, seconds=time.perf_counter() - started)
     if settings.quality.write_reports:
-        from etfuse.quality.report import write_report
-        result.report_path = write_report(result, settings=settings, file=file)
+        result.report_path = write_report(result, settings=settings, ge_version=gx_runtime().version, file=file)
     result.seconds = time.perf_counter() - started
     level = logging.WARNING if not result.accepted or result.warnings else logging.INFO
     log.log(level, "%s (%.2f s)", result.summary(), result.seconds)

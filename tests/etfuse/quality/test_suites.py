@@ -13,7 +13,8 @@ import xarray as xr
 from etfuse.cf import annotate
 from etfuse.errors import UnknownNameError
 from etfuse.quality.frames import SOURCES, build_frames, claimed_period, meta_frame, region_cells
-from etfuse.quality.suites import SEVERITIES, build_suites
+from etfuse.quality.expectations import SEVERITIES
+from etfuse.quality.suites import build_suites
 from etfuse.sources.cma import EXTRAS as CMA_EXTRAS
 from etfuse.sources.stations import point_dataset
 
