@@ -64,6 +64,7 @@ from etfuse.errors import EtfuseError
 from etfuse.grid import TargetGrid
 from etfuse.tempfiles import remove_orphaned, temporary_name
 from serving import quicklook as ql
+from serving.distribution import publish_day
 from serving.cf_product import (SOURCE_BITS, STATUS_CODES, STATUS_NAMES, DayProvenance, global_attributes, iso_utc,
                                 read_provenance, utc_now, write_product_file)
 
@@ -379,6 +380,7 @@ class ProductStore:
                 if stored is not None and (stored.fingerprint, stored.model_version) == (fingerprint, prov.model_version):
                     detail = {"reason": "status or sources changed for the same fingerprint and model"}
                 self._history(db, key, action, prov, sha, previous=stored, detail=detail, at=now)
+            publish_day(self, day)         # STAC item and Zarr region, under the year lock (serving/distribution.py)
         draw = self.settings.serving.quicklooks if quicklook is None else quicklook
         if draw:
             try:
