@@ -500,8 +500,14 @@ class DistributionSettings(_Section):
     public_subset_cells: int = Field(2_000_000, ge=0)
     #: Largest NetCDF subset (cells x days) served at all, even with the token.
     max_subset_cells: int = Field(50_000_000, ge=1)
+    #: NetCDF subsets written at the same time per API process; more wait (measured under load:
+    #: bench/api_load.py; a subset costs 0.1-0.2 s of CPU and would otherwise delay point reads).
+    max_concurrent_downloads: int = Field(1, ge=1, le=64)
     #: ``/metrics`` without the token (set when Prometheus scrapes over a private network only).
     metrics_public: bool = False
+    #: ``serving.api:app_from_environment`` connects the model registry (``/model``, ``/ready``); off
+    #: for a product-only server (the load bench) with no MLflow.
+    serve_with_registry: bool = True
 
 
 class Settings(BaseSettings):

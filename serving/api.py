@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 from datetime import date
 from typing import Literal
 
@@ -118,6 +119,7 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
                   description="Daily actual evapotranspiration over Qinghai (0.01 deg), fused from GLEAM, "
                               "ERA5-Land and MODIS by a GCN-GRU. Read-only.")
     dist = settings.distribution
+    downloads_slots = threading.BoundedSemaphore(dist.max_concurrent_downloads)
     metrics_registry = make_registry(settings, product, registry)
     app.add_middleware(RateLimit, per_minute=dist.rate_limit_per_minute)
     app.add_middleware(RequestLimits)
@@ -256,7 +258,8 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
         if size > dist.public_subset_cells:
             check_token(settings, request, f"a subset of {size} cells x days (more than "
                                            f"{dist.public_subset_cells} without the token)")
-        path = write_subset(product, box, start, end, settings.folder("cache") / "subsets")
+        with downloads_slots:       # bulkhead: downloads queue here instead of starving point and area reads
+            path = write_subset(product, box, start, end, settings.folder("cache") / "subsets")
         try:
             body = path.read_bytes()
         finally:
@@ -298,3 +301,18 @@ def _available(product) -> str:
     if not days:
         return "none"
     return f"{days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d} ({len(days)} days)"
+
+
+def app_from_environment() -> FastAPI:
+    """The API over ``load_settings()`` (ETFUSE_CONFIG, ETFUSE_* variables), with the model registry
+    when one is reachable: the factory for ``uvicorn --factory serving.api:app_from_environment``,
+    which several worker processes need (each builds its own app)."""
+    from etfuse.settings import load_settings
+    settings = load_settings()
+    registry = predictor = None
+    if settings.distribution.serve_with_registry:
+        from serving.predictor import Predictor
+        from training.registry import ModelRegistry
+        registry = ModelRegistry(settings)
+        predictor = Predictor(settings, registry=registry)
+    return create_app(settings, registry=registry, predictor=predictor)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import threading
 from collections import OrderedDict
 from datetime import date
@@ -26,6 +27,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from etfuse.tempfiles import temporary_name
 from serving import quicklook as ql
 
 #: the built bundle (``make explorer``); absent in a checkout that was never built
@@ -97,6 +99,34 @@ class OverlayCache:
         return value
 
 
+def stored_overlay(product, record) -> bytes:
+    """The day's overlay from ``<product>/overlays`` (named by the day file's SHA-256), drawn once.
+
+    Kept on disk so every API worker and restart shares one drawing per day version (about 0.2 s
+    on the province grid); a replaced day has a new SHA-256, older pictures of it are removed.
+    """
+    folder = Path(product.root) / "overlays" / f"{record.day:%Y}"
+    stem = f"etfuse_et_{record.day:%Y-%m-%d}"
+    path = folder / f"{stem}_{record.file_sha256[:16]}.png"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    png = overlay_png(product.read_field(record.day))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        tmp.write_bytes(png)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    for old in folder.glob(f"{stem}_*.png"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return png
+
+
 def explorer_router(settings, grid, product, record_of, dist: Path = EXPLORER_DIST) -> APIRouter:
     """Routes of the explorer page; ``record_of(day)`` answers 404 for a day without product."""
     router = APIRouter()
@@ -134,7 +164,7 @@ def explorer_router(settings, grid, product, record_of, dist: Path = EXPLORER_DI
                 response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def overlay(day: date) -> Response:
         record = record_of(day)
-        png = cache.get((record.day, record.file_sha256), lambda: overlay_png(product.read_field(record.day)))
+        png = cache.get((record.day, record.file_sha256), lambda: stored_overlay(product, record))
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})
 
     return router
