@@ -127,8 +127,9 @@ def stored_overlay(product, record) -> bytes:
     return png
 
 
-def explorer_router(settings, grid, product, record_of, dist: Path = EXPLORER_DIST) -> APIRouter:
+def explorer_router(settings, grid, product, record_of, dist: Path | None = None) -> APIRouter:
     """Routes of the explorer page; ``record_of(day)`` answers 404 for a day without product."""
+    dist = dist or EXPLORER_DIST
     router = APIRouter()
     cache = OverlayCache()
     outline = outline_geojson(settings, grid)
