@@ -129,3 +129,21 @@ def test_served_at_stac(settings, store):
     quicklook = client.get("/stac/items/" + item["assets"]["quicklook"]["href"])
     assert quicklook.status_code == 200 and quicklook.content[:4] == b"\x89PNG"
     assert client.get("/stac/%2e%2e/ledger.sqlite").status_code == 404
+
+
+def test_cli_rebuilds_catalogue_and_zarr(settings, store, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from serving import zarr_store
+    root = stac.stac_root(settings)
+    for path in (root / "items").glob("*.json"):
+        path.unlink()
+    monkeypatch.setenv("ETFUSE_HOME", str(settings.home))
+    monkeypatch.setenv("ETFUSE_REGION__NAME", "test")
+    result = CliRunner().invoke(app, ["distribution", "rebuild", "--zarr"])
+    assert result.exit_code == 0, result.output
+    assert "STAC: 3 items" in result.output and "Zarr: 3 days" in result.output
+    assert len(list((root / "items").glob("*.json"))) == 3
+    ds = zarr_store.open_year(settings, 2021)
+    assert float(ds.et.sel(time="2021-07-02").mean()) == pytest.approx(2.0)
