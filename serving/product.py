@@ -49,6 +49,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -86,6 +87,9 @@ _NAME = re.compile(r"^etfuse_et_(\d{4}-\d{2}-\d{2})\.nc$")
 #: Temporary files older than this are removed whoever wrote them [s].
 STALE_TMP_SECONDS = 6 * 3600
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+#: product files kept open by a store for reading (yearly and daily files, least recently used closed)
+OPEN_FILES = 64
 
 #: netCDF-C / HDF5 are not thread-safe: one lock for every netCDF call made here.
 _NC_LOCK = threading.RLock()
@@ -195,9 +199,10 @@ class ProductStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.metadata = dict(metadata or {})
         self._yearly_cache: dict[Path, tuple[tuple, dict[pd.Timestamp, tuple[int, DayProvenance]]]] = {}
-        #: open yearly files by path, with the (inode, size, mtime) they were opened at: opening the
-        #: HDF5 file costs 15-30 ms, a point's year from an open file about 1 ms (bench/api_load.py)
-        self._yearly_handles: dict[Path, tuple[tuple, netCDF4.Dataset]] = {}
+        #: open product files by path, with the (inode, size, mtime) they were opened at: opening a
+        #: yearly HDF5 file costs 15-30 ms, a point's year from an open file about 1 ms, and a daily
+        #: file's open is most of an area read (bench/api_load.py); least recently used closed first
+        self._handles: OrderedDict[Path, tuple[tuple, netCDF4.Dataset]] = OrderedDict()
         with self._db() as db:
             db.executescript(_SCHEMA)
         self.last_reconcile = self.reconcile() if reconcile else ReconcileReport()
@@ -578,22 +583,24 @@ class ProductStore:
         self._yearly_cache[path] = (key, index)
         return index
 
-    def _yearly_handle(self, year: int) -> netCDF4.Dataset:
-        """The yearly file, kept open while its (inode, size, mtime) stays; call under ``_NC_LOCK``.
+    def _handle(self, path: Path) -> netCDF4.Dataset:
+        """``path`` opened for reading, kept open while its (inode, size, mtime) stays; call under ``_NC_LOCK``.
 
-        A rebuilt file is a new inode (write-then-rename), so a stale handle is closed and the new
-        file opened; until then the old handle reads the old, complete version.
+        A replaced file is a new inode (write-then-rename), so a stale handle is closed and the new
+        file opened; a vanished file raises FileNotFoundError.  At most ``OPEN_FILES`` stay open.
         """
-        path = self.year_path(year)
         stat = path.stat()
         key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        cached = self._yearly_handles.get(path)
+        cached = self._handles.get(path)
         if cached is not None and cached[0] == key:
+            self._handles.move_to_end(path)
             return cached[1]
         if cached is not None:
-            cached[1].close()
+            self._handles.pop(path)[1].close()
         nc = netCDF4.Dataset(path, "r")
-        self._yearly_handles[path] = (key, nc)
+        self._handles[path] = (key, nc)
+        while len(self._handles) > OPEN_FILES:
+            self._handles.popitem(last=False)[1][1].close()
         return nc
 
     @staticmethod
@@ -618,7 +625,7 @@ class ProductStore:
             if use:
                 try:
                     with _NC_LOCK:
-                        nc = self._yearly_handle(year)
+                        nc = self._handle(self.year_path(year))
                         ks = sorted(use.values())
                         series = np.ma.filled(nc["et"][ks[0]:ks[-1] + 1, row, col].astype(np.float64), np.nan)
                     for r in recs:
@@ -668,8 +675,8 @@ class ProductStore:
         rows, cols = self.area_window(bbox)
         path = self.day_path(day)
         try:
-            with _NC_LOCK, netCDF4.Dataset(path, "r") as nc:
-                values = nc["et"][0, rows, cols]
+            with _NC_LOCK:
+                values = self._handle(path)["et"][0, rows, cols]
         except FileNotFoundError:
             raise DayNotFoundError(f"no product for {_day(day):%Y-%m-%d}") from None
         return np.ma.filled(values.astype(np.float32), np.nan)
@@ -678,8 +685,8 @@ class ProductStore:
         """The whole day's ET [mm] (rows north to south), NaN where missing."""
         path = self.day_path(day)
         try:
-            with _NC_LOCK, netCDF4.Dataset(path, "r") as nc:
-                values = nc["et"][0]
+            with _NC_LOCK:
+                values = self._handle(path)["et"][0]
         except FileNotFoundError:
             raise DayNotFoundError(f"no product for {_day(day):%Y-%m-%d}") from None
         return np.ma.filled(values.astype(np.float32), np.nan)
