@@ -505,6 +505,9 @@ class DistributionSettings(_Section):
     max_concurrent_downloads: int = Field(1, ge=1, le=64)
     #: ``/metrics`` without the token (set when Prometheus scrapes over a private network only).
     metrics_public: bool = False
+    #: Folder of the built explorer bundle (``index.html``, ``vendor/``); None = ``serving/explorer/dist``
+    #: beside the code (``make explorer``).  Images that build the bundle in a separate stage point here.
+    explorer_dist: Path | None = None
     #: ``serving.api:app_from_environment`` connects the model registry (``/model``, ``/ready``); off
     #: for a product-only server (the load bench) with no MLflow.
     serve_with_registry: bool = True

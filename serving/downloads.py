@@ -11,14 +11,13 @@ import os
 from datetime import date
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pandas as pd
 
 from etfuse.grid import TargetGrid
 from etfuse.tempfiles import temporary_name
 from serving.cf_product import DayProvenance, global_attributes, iso_utc, utc_now, write_product_file
-from serving.product import _NC_LOCK, ProductError, ProductStore
+from serving.product import _NC_LOCK, DayNotFoundError, ProductError, ProductStore
 
 
 def sub_grid(grid: TargetGrid, rows: slice, cols: slice) -> TargetGrid:
@@ -53,9 +52,8 @@ def write_subset(product: ProductStore, bbox: tuple[float, float, float, float],
         out = np.full((t1 - t0,) + grid.shape, np.nan, dtype=np.float32)
         for k in range(t0, t1):
             try:
-                with _NC_LOCK, netCDF4.Dataset(records[k].path, "r") as nc:
-                    out[k - t0] = np.ma.filled(nc["et"][0, rows, cols].astype(np.float32), np.nan)
-            except FileNotFoundError:
+                out[k - t0] = product.read_area(bbox, records[k].day)      # the store's open files
+            except DayNotFoundError:
                 pass                               # removed since the ledger was read: no value
         return out
 

@@ -129,7 +129,7 @@ def stored_overlay(product, record) -> bytes:
 
 def explorer_router(settings, grid, product, record_of, dist: Path | None = None) -> APIRouter:
     """Routes of the explorer page; ``record_of(day)`` answers 404 for a day without product."""
-    dist = dist or EXPLORER_DIST
+    dist = dist or settings.distribution.explorer_dist or EXPLORER_DIST
     router = APIRouter()
     cache = OverlayCache()
     outline = outline_geojson(settings, grid)
