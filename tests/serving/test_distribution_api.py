@@ -175,3 +175,11 @@ def test_day_file_download(tmp_path, store):
     r = client.get("/product/2021-07-03.nc")
     assert r.status_code == 200 and r.content == store.day_path("2021-07-03").read_bytes()
     assert client.get("/product/2021-07-09.nc").status_code == 404
+
+
+def test_explorer_bundle_folder_from_settings(tmp_path, store):
+    dist = tmp_path / "image-bundle"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html>from the image stage</html>")
+    client = client_for(tmp_path, store, explorer_dist=str(dist))
+    assert client.get("/").text == "<html>from the image stage</html>"
