@@ -183,3 +183,20 @@ def test_explorer_bundle_folder_from_settings(tmp_path, store):
     (dist / "index.html").write_text("<html>from the image stage</html>")
     client = client_for(tmp_path, store, explorer_dist=str(dist))
     assert client.get("/").text == "<html>from the image stage</html>"
+
+
+def test_grafana_dashboard_uses_metrics_the_api_exports(tmp_path, store):
+    """Every metric the provisioned dashboard plots is exported (the Prefect ones only with prefect.api_url)."""
+    import re
+    from pathlib import Path
+    dashboard = Path(__file__).resolve().parents[2] / "infra" / "monitoring" / "grafana" / "dashboards" / \
+        "etfuse-overview.json"
+    exprs = [t["expr"] for panel in json.loads(dashboard.read_text())["panels"] for t in panel["targets"]]
+    used = {re.sub(r"_(bucket|total)$", "", name) for e in exprs for name in re.findall(r"etfuse_[a-z_]+", e)}
+    client = client_for(tmp_path, store, metrics_public=True)
+    client.get("/days")
+    text = client.get("/metrics").text
+    exported = set(re.findall(r"^# TYPE (etfuse_[a-z_]+) ", text, flags=re.M))
+    exported = {re.sub(r"_total$", "", name) for name in exported}
+    assert used - exported <= {"etfuse_flow_runs"}, used - exported
+    assert {"etfuse_product_age_seconds", "etfuse_http_request_duration_seconds", "etfuse_http_requests"} <= used
