@@ -203,6 +203,7 @@ class ProductStore:
         #: yearly HDF5 file costs 15-30 ms, a point's year from an open file about 1 ms, and a daily
         #: file's open is most of an area read (bench/api_load.py); least recently used closed first
         self._handles: OrderedDict[Path, tuple[tuple, netCDF4.Dataset]] = OrderedDict()
+        self._records_cache: tuple[tuple, list[DayRecord]] | None = None       # see records()
         with self._db() as db:
             db.executescript(_SCHEMA)
         self.last_reconcile = self.reconcile() if reconcile else ReconcileReport()
@@ -272,7 +273,7 @@ class ProductStore:
         """Ledger rows of [start, end], oldest first.  The whole table is cached until the ledger
         changes: building a year's records costs about 80 ms, and the API asks on every request."""
         state = self._ledger_state()
-        cached = getattr(self, "_records_cache", None)
+        cached = self._records_cache
         if cached is None or cached[0] != state:
             with self._db() as db:
                 rows = db.execute(f"SELECT {self._RECORD_COLUMNS} FROM days ORDER BY day").fetchall()
