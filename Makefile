@@ -27,6 +27,7 @@ help:
 	@echo "make test       set up .venv and run the whole test suite (what CI runs)"
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make lint       pyflakes-level checks (ruff); part of make test"
+	@echo "make explorer   build the web explorer bundle (npm ci + build; needs node and npm)"
 	@echo "make lock       re-resolve requirements/constraints.txt from pyproject.toml"
 	@echo "make clean      remove .venv and runtime state under var/"
 	@echo "make up         production stack: docker compose up (needs a Docker engine and .env; docs/deployment.md)"
@@ -43,19 +44,19 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) install -q -c requirements/constraints.txt -e '.[cpu,dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) explorer
 	$(BIN)/etfuse demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check etfuse training serving flows tests bench
 
-test: $(STAMP) lint
+test: $(STAMP) lint explorer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) explorer
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) explorer
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lock:
@@ -85,3 +86,13 @@ down:
 
 logs:
 	$(COMPOSE) logs -f --tail=200
+
+# --- web explorer (serving/explorer, docs/explorer.md) --------------------------------------------
+# Leaflet and uPlot from the npm registry (package-lock.json), copied with our sources into
+# serving/explorer/dist, which the API serves at / (no CDN at run time).  Needs node >= 18 and npm.
+EXPLORER := serving/explorer
+.PHONY: explorer
+explorer: $(EXPLORER)/dist/build.json
+
+$(EXPLORER)/dist/build.json: $(EXPLORER)/package.json $(EXPLORER)/package-lock.json $(EXPLORER)/build.mjs $(wildcard $(EXPLORER)/src/*)
+	cd $(EXPLORER) && npm ci --no-audit --no-fund && npm run build

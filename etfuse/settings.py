@@ -473,6 +473,46 @@ class FreshnessSettings(_Section):
         return getattr(self, field)
 
 
+class DistributionSettings(_Section):
+    """How the product reaches users beyond the NetCDF files: the web explorer's API limits, the
+    STAC catalogue, the Zarr store, metrics and access control; see docs/product.md and
+    docs/explorer.md."""
+
+    #: Rewrite the static STAC catalogue (``<product>/stac``) with each written day.
+    stac: bool = True
+    #: Absolute URL the STAC catalogue is served under (e.g. ``https://et.example.org/stac``);
+    #: None = relative links only (a self-contained catalogue, as served at ``/stac``).
+    stac_base_url: str | None = None
+    #: Also write each day into the Zarr v3 store (region writes, consolidated metadata).
+    zarr: bool = False
+    #: Where the Zarr stores live: a local folder or ``s3://bucket/prefix``; None = ``<product>/zarr``.
+    zarr_url: str | None = None
+    #: Zarr chunk shape (time [days], lat [cells], lon [cells]).
+    zarr_chunks: tuple[int, int, int] = (8, 128, 128)
+    #: S3 endpoint for ``s3://`` Zarr URLs (SeaweedFS in compose: ``http://seaweedfs:8333``);
+    #: None = AWS.  Credentials: the two fields below, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = Field(None, repr=False, exclude=True)
+    s3_secret_access_key: str | None = Field(None, repr=False, exclude=True)
+    #: Requests one client (IP address) may make per minute; 0 = no limit.
+    rate_limit_per_minute: int = Field(600, ge=0)
+    #: Largest NetCDF subset (cells x days) served without the token of ``serving.admin_token``.
+    public_subset_cells: int = Field(2_000_000, ge=0)
+    #: Largest NetCDF subset (cells x days) served at all, even with the token.
+    max_subset_cells: int = Field(50_000_000, ge=1)
+    #: NetCDF subsets written at the same time per API process; more wait (measured under load:
+    #: bench/api_load.py; a subset costs 0.1-0.2 s of CPU and would otherwise delay point reads).
+    max_concurrent_downloads: int = Field(1, ge=1, le=64)
+    #: ``/metrics`` without the token (set when Prometheus scrapes over a private network only).
+    metrics_public: bool = False
+    #: Folder of the built explorer bundle (``index.html``, ``vendor/``); None = ``serving/explorer/dist``
+    #: beside the code (``make explorer``).  Images that build the bundle in a separate stage point here.
+    explorer_dist: Path | None = None
+    #: ``serving.api:app_from_environment`` connects the model registry (``/model``, ``/ready``); off
+    #: for a product-only server (the load bench) with no MLflow.
+    serve_with_registry: bool = True
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
@@ -497,6 +537,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     quality: QualitySettings = QualitySettings()
     training: TrainingSettings = TrainingSettings()
+    distribution: DistributionSettings = DistributionSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("region", mode="before")

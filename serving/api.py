@@ -1,7 +1,9 @@
 """The HTTP API over the daily product (FastAPI; OpenAPI docs at /docs).
 
-Read-only: point time series, area statistics, a day's quicklook map, the serving model, health
-and readiness.  Every input is validated before any file is touched (coordinates inside the
+Read-only: point time series (JSON or CSV), area statistics, NetCDF subsets (days x box), a day's
+quicklook map, the web explorer (``/``, serving/explorer_api.py), the STAC catalogue (``/stac``),
+Prometheus metrics (``/metrics``, serving/metrics.py), the serving model, health and readiness.
+Non-public routes need the token (serving/access.py); each client is rate-limited.  Every input is validated before any file is touched (coordinates inside the
 region, dates that exist, bounded ranges and areas) and refused with a clear 4xx message.
 Requests are bounded before routing: a URL (path and query) longer than ``MAX_URL_BYTES`` is
 refused with 414, a declared body larger than ``MAX_BODY_BYTES`` with 413 (no route takes a body),
@@ -13,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 from datetime import date
 from typing import Literal
 
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from etfuse import __version__
@@ -101,7 +105,12 @@ def _finite(value: float) -> float | None:
 
 def create_app(settings, *, product=None, registry=None, predictor=None) -> FastAPI:
     """The API over ``settings``' product; collaborators can be injected (tests)."""
+    from serving.access import RateLimit, check_token
+    from serving.downloads import subset_size, write_subset
+    from serving.explorer_api import explorer_router
+    from serving.metrics import RequestMetrics, make_registry
     from serving.product import DayNotFoundError, ProductError, ProductStore
+    from serving.stac import stac_root
 
     grid = TargetGrid.from_region(settings.region)
     product = product or ProductStore(settings, grid)
@@ -109,7 +118,12 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
     app = FastAPI(title="etfuse ET product API", version=__version__,
                   description="Daily actual evapotranspiration over Qinghai (0.01 deg), fused from GLEAM, "
                               "ERA5-Land and MODIS by a GCN-GRU. Read-only.")
+    dist = settings.distribution
+    downloads_slots = threading.BoundedSemaphore(dist.max_concurrent_downloads)
+    metrics_registry = make_registry(settings, product, registry)
+    app.add_middleware(RateLimit, per_minute=dist.rate_limit_per_minute)
     app.add_middleware(RequestLimits)
+    app.add_middleware(RequestMetrics, registry=metrics_registry)     # outermost: counts refused requests too
 
     @app.exception_handler(ProductError)
     async def _product_error(request: Request, exc: ProductError):      # found while reading: a 4xx, not a 500
@@ -227,6 +241,58 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
         record_of(day)
         return FileResponse(product.quicklook(pd.Timestamp(day)), media_type="image/png")
 
+    @app.get("/subset.nc", summary="NetCDF subset of the product (days x box), CF attributes as the product files",
+             response_class=Response, responses={200: {"content": {"application/x-netcdf": {}}}})
+    def subset(request: Request, west: float = Query(..., description="[degrees east]"), south: float = Query(...),
+               east: float = Query(...), north: float = Query(...), start: date = Query(...),
+               end: date = Query(...)) -> Response:
+        if not (west < east and south < north):
+            raise HTTPException(422, f"expected west < east and south < north, got {west},{south},{east},{north}")
+        check_range(start, end)
+        box = (west, south, east, north)
+        cells, n_days = subset_size(product, box, start, end)
+        size = cells * n_days
+        if size > dist.max_subset_cells:
+            raise HTTPException(422, f"the subset holds {cells} cells x {n_days} days = {size}; at most "
+                                     f"{dist.max_subset_cells} per request")
+        if size > dist.public_subset_cells:
+            check_token(settings, request, f"a subset of {size} cells x days (more than "
+                                           f"{dist.public_subset_cells} without the token)")
+        with downloads_slots:       # bulkhead: downloads queue here instead of starving point and area reads
+            path = write_subset(product, box, start, end, settings.folder("cache") / "subsets")
+        try:
+            body = path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+        name = f"etfuse_et_{start:%Y%m%d}_{end:%Y%m%d}_{west:g}_{south:g}_{east:g}_{north:g}.nc"
+        return Response(body, media_type="application/x-netcdf",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/product/{day}.nc", summary="A day's product file (NetCDF-4, CF-1.11)", response_class=FileResponse,
+             responses={200: {"content": {"application/x-netcdf": {}}}})
+    def day_file(day: date) -> Response:
+        record = record_of(day)
+        if not record.path.exists():
+            raise HTTPException(404, f"the product file of {day} is being replaced; retry")
+        return FileResponse(record.path, media_type="application/x-netcdf", filename=record.path.name)
+
+    @app.get("/metrics", summary="Prometheus metrics (needs the token unless distribution.metrics_public)",
+             response_class=PlainTextResponse)
+    def metrics(request: Request) -> Response:
+        if not dist.metrics_public:
+            check_token(settings, request, "/metrics")
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/stac/{name:path}", summary="The static STAC catalogue (collection.json, items/<date>.json)")
+    def stac(name: str) -> Response:
+        root = stac_root(settings).resolve()
+        path = (root / (name or "collection.json")).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise HTTPException(404, f"no STAC document {name!r} (the catalogue starts at /stac/collection.json)")
+        media = "application/json" if path.suffix == ".json" else None
+        return FileResponse(path, media_type=media)
+
+    app.include_router(explorer_router(settings, grid, product, record_of))
     return app
 
 
@@ -235,3 +301,18 @@ def _available(product) -> str:
     if not days:
         return "none"
     return f"{days[0]:%Y-%m-%d}..{days[-1]:%Y-%m-%d} ({len(days)} days)"
+
+
+def app_from_environment() -> FastAPI:
+    """The API over ``load_settings()`` (ETFUSE_CONFIG, ETFUSE_* variables), with the model registry
+    when one is reachable: the factory for ``uvicorn --factory serving.api:app_from_environment``,
+    which several worker processes need (each builds its own app)."""
+    from etfuse.settings import load_settings
+    settings = load_settings()
+    registry = predictor = None
+    if settings.distribution.serve_with_registry:
+        from serving.predictor import Predictor
+        from training.registry import ModelRegistry
+        registry = ModelRegistry(settings)
+        predictor = Predictor(settings, registry=registry)
+    return create_app(settings, registry=registry, predictor=predictor)

@@ -49,6 +49,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -64,6 +65,7 @@ from etfuse.errors import EtfuseError
 from etfuse.grid import TargetGrid
 from etfuse.tempfiles import remove_orphaned, temporary_name
 from serving import quicklook as ql
+from serving.distribution import publish_day
 from serving.cf_product import (SOURCE_BITS, STATUS_CODES, STATUS_NAMES, DayProvenance, global_attributes, iso_utc,
                                 read_provenance, utc_now, write_product_file)
 
@@ -85,6 +87,9 @@ _NAME = re.compile(r"^etfuse_et_(\d{4}-\d{2}-\d{2})\.nc$")
 #: Temporary files older than this are removed whoever wrote them [s].
 STALE_TMP_SECONDS = 6 * 3600
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+#: product files kept open by a store for reading (yearly and daily files, least recently used closed)
+OPEN_FILES = 64
 
 #: netCDF-C / HDF5 are not thread-safe: one lock for every netCDF call made here.
 _NC_LOCK = threading.RLock()
@@ -194,6 +199,11 @@ class ProductStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.metadata = dict(metadata or {})
         self._yearly_cache: dict[Path, tuple[tuple, dict[pd.Timestamp, tuple[int, DayProvenance]]]] = {}
+        #: open product files by path, with the (inode, size, mtime) they were opened at: opening a
+        #: yearly HDF5 file costs 15-30 ms, a point's year from an open file about 1 ms, and a daily
+        #: file's open is most of an area read (bench/api_load.py); least recently used closed first
+        self._handles: OrderedDict[Path, tuple[tuple, netCDF4.Dataset]] = OrderedDict()
+        self._records_cache: tuple[tuple, list[DayRecord]] | None = None       # see records()
         with self._db() as db:
             db.executescript(_SCHEMA)
         self.last_reconcile = self.reconcile() if reconcile else ReconcileReport()
@@ -248,17 +258,29 @@ class ProductStore:
                              (f"{_day(day):%Y-%m-%d}",)).fetchone()
         return self._row_to_record(row) if row else None
 
+    def _ledger_state(self) -> tuple:
+        """(size, mtime) of the ledger and its write-ahead log: changes with every commit."""
+        out = []
+        for name in ("ledger.sqlite", "ledger.sqlite-wal"):
+            try:
+                stat = (self.root / name).stat()
+                out += [stat.st_size, stat.st_mtime_ns]
+            except FileNotFoundError:
+                out += [None, None]
+        return tuple(out)
+
     def records(self, start=None, end=None) -> list[DayRecord]:
-        query, args = f"SELECT {self._RECORD_COLUMNS} FROM days WHERE 1=1", []
-        if start is not None:
-            query += " AND day >= ?"
-            args.append(f"{_day(start):%Y-%m-%d}")
-        if end is not None:
-            query += " AND day <= ?"
-            args.append(f"{_day(end):%Y-%m-%d}")
-        with self._db() as db:
-            rows = db.execute(query + " ORDER BY day", args).fetchall()
-        return [self._row_to_record(r) for r in rows]
+        """Ledger rows of [start, end], oldest first.  The whole table is cached until the ledger
+        changes: building a year's records costs about 80 ms, and the API asks on every request."""
+        state = self._ledger_state()
+        cached = self._records_cache
+        if cached is None or cached[0] != state:
+            with self._db() as db:
+                rows = db.execute(f"SELECT {self._RECORD_COLUMNS} FROM days ORDER BY day").fetchall()
+            cached = self._records_cache = (state, [self._row_to_record(r) for r in rows])
+        first = _day(start) if start is not None else None
+        last = _day(end) if end is not None else None
+        return [r for r in cached[1] if (first is None or r.day >= first) and (last is None or r.day <= last)]
 
     def days(self) -> list[pd.Timestamp]:
         with self._db() as db:
@@ -379,6 +401,7 @@ class ProductStore:
                 if stored is not None and (stored.fingerprint, stored.model_version) == (fingerprint, prov.model_version):
                     detail = {"reason": "status or sources changed for the same fingerprint and model"}
                 self._history(db, key, action, prov, sha, previous=stored, detail=detail, at=now)
+            publish_day(self, day)         # STAC item and Zarr region, under the year lock (serving/distribution.py)
         draw = self.settings.serving.quicklooks if quicklook is None else quicklook
         if draw:
             try:
@@ -561,6 +584,26 @@ class ProductStore:
         self._yearly_cache[path] = (key, index)
         return index
 
+    def _handle(self, path: Path) -> netCDF4.Dataset:
+        """``path`` opened for reading, kept open while its (inode, size, mtime) stays; call under ``_NC_LOCK``.
+
+        A replaced file is a new inode (write-then-rename), so a stale handle is closed and the new
+        file opened; a vanished file raises FileNotFoundError.  At most ``OPEN_FILES`` stay open.
+        """
+        stat = path.stat()
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        cached = self._handles.get(path)
+        if cached is not None and cached[0] == key:
+            self._handles.move_to_end(path)
+            return cached[1]
+        if cached is not None:
+            self._handles.pop(path)[1].close()
+        nc = netCDF4.Dataset(path, "r")
+        self._handles[path] = (key, nc)
+        while len(self._handles) > OPEN_FILES:
+            self._handles.popitem(last=False)[1][1].close()
+        return nc
+
     @staticmethod
     def _same(record: DayRecord, prov: DayProvenance) -> bool:
         return (record.fingerprint, record.model_version, record.status, record.sources_used) == \
@@ -582,7 +625,8 @@ class ProductStore:
             use = {r.day: index[r.day][0] for r in recs if r.day in index and self._same(r, index[r.day][1])}
             if use:
                 try:
-                    with _NC_LOCK, netCDF4.Dataset(self.year_path(year), "r") as nc:
+                    with _NC_LOCK:
+                        nc = self._handle(self.year_path(year))
                         ks = sorted(use.values())
                         series = np.ma.filled(nc["et"][ks[0]:ks[-1] + 1, row, col].astype(np.float64), np.nan)
                     for r in recs:
@@ -632,8 +676,8 @@ class ProductStore:
         rows, cols = self.area_window(bbox)
         path = self.day_path(day)
         try:
-            with _NC_LOCK, netCDF4.Dataset(path, "r") as nc:
-                values = nc["et"][0, rows, cols]
+            with _NC_LOCK:
+                values = self._handle(path)["et"][0, rows, cols]
         except FileNotFoundError:
             raise DayNotFoundError(f"no product for {_day(day):%Y-%m-%d}") from None
         return np.ma.filled(values.astype(np.float32), np.nan)
@@ -642,8 +686,8 @@ class ProductStore:
         """The whole day's ET [mm] (rows north to south), NaN where missing."""
         path = self.day_path(day)
         try:
-            with _NC_LOCK, netCDF4.Dataset(path, "r") as nc:
-                values = nc["et"][0]
+            with _NC_LOCK:
+                values = self._handle(path)["et"][0]
         except FileNotFoundError:
             raise DayNotFoundError(f"no product for {_day(day):%Y-%m-%d}") from None
         return np.ma.filled(values.astype(np.float32), np.nan)

@@ -36,7 +36,7 @@ SCHEMA = INFRA / "compose-spec" / "compose_spec.json"
 SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 DOCKERFILES = {"cpu": INFRA / "docker" / "Dockerfile.cpu", "gpu": INFRA / "docker" / "Dockerfile.gpu"}
 SECRETS = ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY",
-           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "PREFECT_AUTH_PASSWORD")
+           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "PREFECT_AUTH_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 ONE_SHOT = {"s3-init", "prefect-register"}
 
 
@@ -151,7 +151,8 @@ def test_docker_compose_config_resolves_the_stack(docker_compose, env_file, tmp_
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server",
-                                         "prefect-register", "prefect-worker", "serving", "serving-cpu"}
+                                         "prefect-register", "prefect-worker", "serving", "serving-cpu",
+                                         "prometheus", "grafana"}
     assert set(resolved["volumes"]) == {"postgres-data", "seaweedfs-data", "etfuse-home"}
     mlflow = resolved["services"]["mlflow"]
     assert mlflow["environment"]["AWS_SECRET_ACCESS_KEY"] == "Q7xLm2Rt9vWz4KdP3s"

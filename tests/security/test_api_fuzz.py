@@ -32,7 +32,8 @@ def api_settings(tmp_path_factory):
     return load_settings(home=tmp_path_factory.mktemp("api") / "home",
                          region={"name": "small", "lon_min": w, "lon_max": e, "lat_min": s, "lat_max": n,
                                  "resolution_deg": SMALL_WORLD["resolution_deg"]},
-                         serving={"max_range_days": 366, "max_area_cells": 900})
+                         serving={"max_range_days": 366, "max_area_cells": 900},
+                         distribution={"rate_limit_per_minute": 0})   # every generated request reaches its route
 
 
 @pytest.fixture(scope="module")
