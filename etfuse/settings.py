@@ -98,6 +98,11 @@ class ModisSettings(_Section):
     max_lst_error_flag: int = Field(1, ge=0, le=3)
     #: Cell size of the lat/lon grid HDF tiles are reprojected to [degrees]; None = region's.
     grid_resolution_deg: float | None = Field(None, gt=0)
+    #: A day still lacking expected tiles this long after its first tile was stored raises a
+    #: ``modis_tiles_missing`` warning [hours].
+    missing_tile_grace_hours: float = Field(24.0, ge=0)
+    #: Days whose tiles arrived within this many days (before the grace) are checked [days].
+    missing_tile_lookback_days: float = Field(14.0, gt=0)
 
 
 class LstSettings(_Section):
