@@ -468,12 +468,22 @@ class FreshnessSettings(_Section):
     fluxnet_days: float | None = Field(None, gt=0)
     #: the newest product day may be this old before the product counts as stale [days]
     product_days: float | None = Field(7.0, gt=0)
+    #: an overdue source is alerted again after this long while it stays overdue [hours]
+    alert_every_hours: float = Field(24.0, gt=0)
+    #: dead-man's-switch URL (e.g. healthchecks.io) pinged with GET after each successful daily run;
+    #: None = no ping.  It may carry a token: left out of repr and of the dumped settings.
+    heartbeat_url: str | None = Field(None, repr=False, exclude=True)
+    #: timeout of one heartbeat ping [s]
+    heartbeat_timeout_s: float = Field(5.0, gt=0, le=120)
+    #: extra heartbeat attempts after a failure, with doubling pauses from heartbeat_backoff_s [s]
+    heartbeat_retries: int = Field(2, ge=0, le=10)
+    heartbeat_backoff_s: float = Field(1.0, ge=0, le=60)
 
     def expected_delay_days(self, source: str) -> float | None:
         """The allowed delay of ``source`` (``era5land``, ``modis``, ..., or ``product``) [days]."""
         field = f"{source}_days"
         if field not in type(self).model_fields:
-            known = sorted(name[:-5] for name in type(self).model_fields)
+            known = sorted(name[:-5] for name in type(self).model_fields if name.endswith("_days"))
             raise KeyError(f"no freshness setting for {source!r}; expected one of {known}")
         return getattr(self, field)
 

@@ -283,6 +283,8 @@ def daily(
         _print_outcomes(ingest_all(s).to_json())
         report = run_update(s, predictor=Predictor(s, registry=ModelRegistry(s)), product=ProductStore(s))
         typer.echo(report.summary())
+        from flows.cli_ops import after_daily
+        after_daily(s)
         return
     from flows.daily import daily_flow
     result = daily_flow(config=_config_path(), home=str(s.home))

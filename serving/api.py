@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, Field
 
 from etfuse import __version__
+from etfuse.freshness import product_staleness
 from etfuse.grid import TargetGrid
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,10 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
             except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
                 problems.append(f"model registry: {exc}")
         status = 200 if not problems else 503
-        return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
+        # a stale product still serves its days: reported (and alerted on), not a 503
+        freshness = product_staleness(product.days(), settings)
+        return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems,
+                                                         "product": freshness, "stale": freshness["stale"]})
 
     @app.get("/model", response_model=ModelInfo, summary="The model that serves new days")
     def model() -> ModelInfo:
