@@ -401,6 +401,15 @@ class AlertSettings(_Section):
     smtp_ca_file: Path | None = None
     #: Name sent in EHLO; None = this machine's fully qualified name.
     smtp_local_hostname: str | None = None
+    #: Apprise URLs of further channels (docs/alerts.md): ``mailto://``, ``json://``, ``slack://``,
+    #: ``wecombot://``, ``dingtalk://``, ``feishu://``, ... or ``wecom+https://<the bot's webhook URL>``.
+    #: A YAML list, or one string with commas or spaces.  They carry tokens: never logged or dumped.
+    apprise_urls: tuple[str, ...] | str = Field((), repr=False, exclude=True)
+    #: Lowest severity delivered to the Apprise channels.
+    min_severity_apprise: Literal["info", "warning", "critical"] = "warning"
+    #: Public base URL of the validation reports as the API serves them (``https://host/reports``);
+    #: alerts then link there instead of to ``file://`` paths.  None = file links.
+    reports_base_url: str | None = None
     #: Lowest severity delivered by the webhook / by e-mail (the JSON-lines log gets everything).
     min_severity_webhook: Literal["info", "warning", "critical"] = "info"
     min_severity_email: Literal["info", "warning", "critical"] = "warning"
@@ -424,6 +433,24 @@ class AlertSettings(_Section):
             if text.startswith("["):
                 return tuple(yaml.safe_load(text))
             return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("apprise_urls", mode="before")
+    @classmethod
+    def _split_apprise_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return tuple(yaml.safe_load(text))
+            return tuple(part for part in text.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("reports_base_url")
+    @classmethod
+    def _check_reports_base_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("alerts.reports_base_url: expected an http:// or https:// URL")
         return value
 
     @field_validator("webhook_url")

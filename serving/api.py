@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from etfuse import __version__
 from etfuse.freshness import product_staleness
 from etfuse.grid import TargetGrid
+from serving.reports import reports_router
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
                   description="Daily actual evapotranspiration over Qinghai (0.01 deg), fused from GLEAM, "
                               "ERA5-Land and MODIS by a GCN-GRU. Read-only.")
     app.add_middleware(RequestLimits)
+    app.include_router(reports_router(settings))              # report links in alerts open here
 
     @app.exception_handler(ProductError)
     async def _product_error(request: Request, exc: ProductError):      # found while reading: a 4xx, not a 500
