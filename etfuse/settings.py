@@ -515,6 +515,29 @@ class FreshnessSettings(_Section):
         return getattr(self, field)
 
 
+class UpdateSettings(_Section):
+    """Today first: how the daily run orders its work and shares the product with the history recompute.
+
+    After a promotion or rollback every product day is stale.  The daily run computes the newest
+    stale days first (in chunks of ``history_chunk_days``, newest chunk first) and at most
+    ``recent_days`` of them; older stale days go to the background history recompute (flow
+    ``history``), which works in chunks, takes the product lock per chunk and lets a waiting daily
+    run in between two chunks.
+    """
+
+    #: The daily run computes at most this many (the newest) stale days; the rest is history [days].
+    recent_days: int = Field(14, ge=1)
+    #: Days per chunk of the history recompute (one product-lock hold) [days].
+    history_chunk_days: int = Field(30, ge=1, le=3660)
+    #: Niceness added to the history recompute's process (lower CPU priority; 0 = unchanged).
+    history_nice: int = Field(10, ge=0, le=19)
+    #: An update waits this long for the product lock (another update running) before it fails [s];
+    #: 0 = fail at once.
+    lock_wait_s: float = Field(3 * 3600.0, ge=0)
+    #: How often a waiting update retries the lock [s].
+    lock_poll_s: float = Field(0.5, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
@@ -535,6 +558,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     alerts: AlertSettings = AlertSettings()
     freshness: FreshnessSettings = FreshnessSettings()
+    update: UpdateSettings = UpdateSettings()
     static: StaticSettings = StaticSettings()
     ingest: IngestSettings = IngestSettings()
     quality: QualitySettings = QualitySettings()

@@ -278,12 +278,10 @@ def daily(
         from etfuse.ingest import ingest_all
         from serving.predictor import Predictor
         from serving.product import ProductStore
-        from serving.update import run_update
         from training.registry import ModelRegistry
         _print_outcomes(ingest_all(s).to_json())
-        report = run_update(s, predictor=Predictor(s, registry=ModelRegistry(s)), product=ProductStore(s))
-        typer.echo(report.summary())
-        from flows.cli_ops import after_daily
+        from flows.cli_ops import after_daily, today_first
+        today_first(s, Predictor(s, registry=ModelRegistry(s)), ProductStore(s))
         after_daily(s)
         return
     from flows.daily import daily_flow

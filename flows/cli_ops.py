@@ -7,6 +7,18 @@ import typer
 from etfuse.settings import Settings
 
 
+def today_first(settings: Settings, predictor, product) -> None:
+    """The newest ``update.recent_days`` stale days first, then (the same process, lower priority per
+    chunk) the history recompute; prints both summaries."""
+    from serving.history import recompute_history
+    from serving.update import run_update
+    report = run_update(settings, predictor=predictor, product=product, newest=True,
+                        max_days=settings.update.recent_days)
+    typer.echo(report.summary())
+    if report.deferred:
+        typer.echo(recompute_history(settings, predictor=predictor, product=product).summary())
+
+
 def after_daily(settings: Settings) -> None:
     """Overdue-source alerts, then the dead-man's-switch ping (the direct form of the daily flow's tail)."""
     from etfuse.alerts import AlertDispatcher
