@@ -538,6 +538,20 @@ class UpdateSettings(_Section):
     lock_poll_s: float = Field(0.5, gt=0, le=60)
 
 
+class WatchSettings(_Section):
+    """Runs when data arrive: ``etfuse watch`` watches ``landing/`` and starts the ingest + update
+    deployment once a burst of deliveries has settled (flows/watch.py); the cron stays as catch-up."""
+
+    #: A burst of files counts as one delivery once nothing new landed for this long [s].
+    quiet_s: float = Field(10.0, gt=0, le=3600)
+    #: ... or once the first file of the burst is this old, even while files keep coming [s].
+    max_wait_s: float = Field(300.0, gt=0, le=86400)
+    #: The deployment started per delivery (``flow/deployment``): the daily one is ingest + update.
+    deployment: str = "daily/daily"
+    #: Poll the folder instead of inotify (network filesystems, some container mounts).
+    force_polling: bool = False
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
@@ -559,6 +573,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     freshness: FreshnessSettings = FreshnessSettings()
     update: UpdateSettings = UpdateSettings()
+    watch: WatchSettings = WatchSettings()
     static: StaticSettings = StaticSettings()
     ingest: IngestSettings = IngestSettings()
     quality: QualitySettings = QualitySettings()

@@ -30,3 +30,16 @@ def after_daily(settings: Settings) -> None:
     dispatcher.flush()
     if ping_heartbeat(settings) is False:
         typer.echo("warning: the heartbeat ping failed (freshness.heartbeat_url)", err=True)
+
+
+def watch() -> None:
+    """Watch landing/ and start the ingest + update deployment (watch.deployment) when files land."""
+    from flows.common import cli_config_path, cli_settings
+    from flows.deployments import _server
+    from flows.watch import deployment_trigger, watch_landing
+    settings = cli_settings()
+    with _server(settings):
+        start, pending = deployment_trigger(settings, config=cli_config_path())
+        typer.echo(f"watching {settings.folder('landing')} (quiet {settings.watch.quiet_s:g} s, "
+                   f"at most {settings.watch.max_wait_s:g} s) -> {settings.watch.deployment}")
+        watch_landing(settings, start, pending=pending)
