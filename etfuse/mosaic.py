@@ -72,12 +72,20 @@ class ModisMosaic:
         self.expected = expected_tiles(settings)
         self._region_lat, self._region_lon = region_lattice(settings)
         self.last: MosaicResult | None = None
+        self._prints: dict[tuple, np.ndarray] = {}
+
+    def _footprint(self, name: str, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """footprint(), remembered per tile and grid (the same few tiles on the same grid, day after day)."""
+        key = (name, lat.size, lon.size, float(lat[0]), float(lat[-1]), float(lon[0]), float(lon[-1]))
+        if key not in self._prints:
+            self._prints[key] = footprint(name, lat, lon)
+        return self._prints[key]
 
     def coverage(self, tiles: list[str]) -> float:
         """Share of the region's cells whose centre lies in one of ``tiles`` [1]."""
         covered = np.zeros((self._region_lat.size, self._region_lon.size), dtype=bool)
         for name in tiles:
-            covered |= footprint(name, self._region_lat, self._region_lon)
+            covered |= self._footprint(name, self._region_lat, self._region_lon)
         return float(covered.mean())
 
     def __call__(self, stored: xr.Dataset | None, incoming: xr.Dataset) -> tuple[xr.Dataset, str | None]:
@@ -88,7 +96,7 @@ class ModisMosaic:
         names = [n for n in str(incoming[TILES].values[0]).split() if n]
         lat, lon = incoming["lat"].values, incoming["lon"].values
         values = incoming["lst"].values[0].astype(np.float32)
-        prints = {n: footprint(n, lat, lon) for n in names}
+        prints = {n: self._footprint(n, lat, lon) for n in names}
         shas = {n: content_sha256(values[fp]) for n, fp in prints.items()}
         result = MosaicResult()
         same_grid = (stored is not None and "lst" in stored and stored["lat"].size == lat.size

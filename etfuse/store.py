@@ -184,9 +184,10 @@ class HarmonisedStore:
         if "time" not in ds.dims:
             raise StoreError(f"{source}: expected a dataset with a 'time' dimension, found dims {dict(ds.sizes)}")
         days = [ds.isel(time=[k]) for k in range(ds.sizes["time"])]
-        for day_ds in days:
-            self._plan_grid_day(source, day_ds, combine)
-        return [self._put_grid_day(source, day_ds, file_name, file_sha256, combine) for day_ds in days]
+        plans = [self._plan_grid_day(source, day_ds, combine) for day_ds in days]
+        # one writer per store (the ingest lock), so the plans still hold when the days are written
+        return [self._put_grid_day(source, day_ds, file_name, file_sha256, combine, plan)
+                for day_ds, plan in zip(days, plans)]
 
     @staticmethod
     def _variables_present(day_ds: xr.Dataset) -> list[str]:
@@ -251,8 +252,9 @@ class HarmonisedStore:
                             same_grid, exists, finalised, day_ds)
 
     def _put_grid_day(self, source: str, day_ds: xr.Dataset, file_name: str | None,
-                      file_sha256: str | None, combine: Combine | None = None) -> DayChange:
-        plan = self._plan_grid_day(source, day_ds, combine)
+                      file_sha256: str | None, combine: Combine | None = None,
+                      plan: _GridDayPlan | None = None) -> DayChange:
+        plan = plan or self._plan_grid_day(source, day_ds, combine)
         day_ds = plan.data if plan.data is not None else day_ds
         day, path, variables = plan.day, plan.path, plan.variables
         if not plan.changed and not plan.finalised:
