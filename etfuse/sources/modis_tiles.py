@@ -66,8 +66,8 @@ def tiles_covering(lat: np.ndarray, lon: np.ndarray) -> list[str]:
     x, y = _sinusoidal(lat, lon)
     h = np.floor(x / TILE_SIZE_M).astype(np.int64) + 18
     v = 9 - np.ceil(y / TILE_SIZE_M).astype(np.int64)
-    pairs = np.unique(np.stack([h.ravel(), v.ravel()], axis=1), axis=0)
-    return sorted(f"h{hh:02d}v{vv:02d}" for hh, vv in pairs if 0 <= hh <= 35 and 0 <= vv <= 17)
+    codes = np.unique(h.ravel() * 100 + v.ravel())         # 1-D unique: fast on a province of 0.01 deg cells
+    return sorted(f"h{c // 100:02d}v{c % 100:02d}" for c in codes.tolist() if 0 <= c // 100 <= 35 and 0 <= c % 100 <= 17)
 
 
 def region_lattice(settings) -> tuple[np.ndarray, np.ndarray]:
