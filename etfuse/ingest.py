@@ -48,6 +48,7 @@ import pandas as pd
 
 from etfuse.alerts import Alert, AlertDispatcher, alert_from_exception, alert_from_validation
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
+from etfuse.mosaic import ModisMosaic, check_missing_tiles
 from etfuse.sources import get_reader, read_source, reader_names
 from etfuse.sources.common import file_sha256
 from etfuse.store import HarmonisedStore
@@ -384,7 +385,8 @@ def _ingest_file(lf: LandingFile, ctx: IngestContext) -> FileOutcome:
         return _finish(_refuse(lf, ctx, outcome, reason, alert), t0)
     try:
         put = ctx.store.put_grid if get_reader(lf.source).kind == "grid" else ctx.store.put_stations
-        changes = put(lf.source, ds, file_name=lf.path.name, file_sha256=sha)
+        tiles = {"combine": ModisMosaic(ctx.settings)} if lf.source == "modis" else {}   # one tile, not the day
+        changes = put(lf.source, ds, file_name=lf.path.name, file_sha256=sha, **tiles)
     except StoreError as exc:
         reason = {"stage": "store", "error": str(exc)}
         return _finish(_refuse(lf, ctx, outcome, reason, alert_from_exception(
@@ -446,6 +448,7 @@ def ingest_all(settings, *, today: date | None = None, dispatcher: AlertDispatch
         report = IngestReport(skipped=skipped)
         for lf in files:
             report.outcomes.append(ingest_file(lf, ctx))
+        check_missing_tiles(ctx.store, settings, ctx.dispatcher)
     ctx.dispatcher.flush()
     return report
 

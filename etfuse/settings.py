@@ -98,6 +98,11 @@ class ModisSettings(_Section):
     max_lst_error_flag: int = Field(1, ge=0, le=3)
     #: Cell size of the lat/lon grid HDF tiles are reprojected to [degrees]; None = region's.
     grid_resolution_deg: float | None = Field(None, gt=0)
+    #: A day still lacking expected tiles this long after its first tile was stored raises a
+    #: ``modis_tiles_missing`` warning [hours].
+    missing_tile_grace_hours: float = Field(24.0, ge=0)
+    #: Days whose tiles arrived within this many days (before the grace) are checked [days].
+    missing_tile_lookback_days: float = Field(14.0, gt=0)
 
 
 class LstSettings(_Section):
@@ -396,6 +401,15 @@ class AlertSettings(_Section):
     smtp_ca_file: Path | None = None
     #: Name sent in EHLO; None = this machine's fully qualified name.
     smtp_local_hostname: str | None = None
+    #: Apprise URLs of further channels (docs/alerts.md): ``mailto://``, ``json://``, ``slack://``,
+    #: ``wecombot://``, ``dingtalk://``, ``feishu://``, ... or ``wecom+https://<the bot's webhook URL>``.
+    #: A YAML list, or one string with commas or spaces.  They carry tokens: never logged or dumped.
+    apprise_urls: tuple[str, ...] | str = Field((), repr=False, exclude=True)
+    #: Lowest severity delivered to the Apprise channels.
+    min_severity_apprise: Literal["info", "warning", "critical"] = "warning"
+    #: Public base URL of the validation reports as the API serves them (``https://host/reports``);
+    #: alerts then link there instead of to ``file://`` paths.  None = file links.
+    reports_base_url: str | None = None
     #: Lowest severity delivered by the webhook / by e-mail (the JSON-lines log gets everything).
     min_severity_webhook: Literal["info", "warning", "critical"] = "info"
     min_severity_email: Literal["info", "warning", "critical"] = "warning"
@@ -419,6 +433,24 @@ class AlertSettings(_Section):
             if text.startswith("["):
                 return tuple(yaml.safe_load(text))
             return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("apprise_urls", mode="before")
+    @classmethod
+    def _split_apprise_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return tuple(yaml.safe_load(text))
+            return tuple(part for part in text.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("reports_base_url")
+    @classmethod
+    def _check_reports_base_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("alerts.reports_base_url: expected an http:// or https:// URL")
         return value
 
     @field_validator("webhook_url")
@@ -463,12 +495,22 @@ class FreshnessSettings(_Section):
     fluxnet_days: float | None = Field(None, gt=0)
     #: the newest product day may be this old before the product counts as stale [days]
     product_days: float | None = Field(7.0, gt=0)
+    #: an overdue source is alerted again after this long while it stays overdue [hours]
+    alert_every_hours: float = Field(24.0, gt=0)
+    #: dead-man's-switch URL (e.g. healthchecks.io) pinged with GET after each successful daily run;
+    #: None = no ping.  It may carry a token: left out of repr and of the dumped settings.
+    heartbeat_url: str | None = Field(None, repr=False, exclude=True)
+    #: timeout of one heartbeat ping [s]
+    heartbeat_timeout_s: float = Field(5.0, gt=0, le=120)
+    #: extra heartbeat attempts after a failure, with doubling pauses from heartbeat_backoff_s [s]
+    heartbeat_retries: int = Field(2, ge=0, le=10)
+    heartbeat_backoff_s: float = Field(1.0, ge=0, le=60)
 
     def expected_delay_days(self, source: str) -> float | None:
         """The allowed delay of ``source`` (``era5land``, ``modis``, ..., or ``product``) [days]."""
         field = f"{source}_days"
         if field not in type(self).model_fields:
-            known = sorted(name[:-5] for name in type(self).model_fields)
+            known = sorted(name[:-5] for name in type(self).model_fields if name.endswith("_days"))
             raise KeyError(f"no freshness setting for {source!r}; expected one of {known}")
         return getattr(self, field)
 
@@ -513,6 +555,43 @@ class DistributionSettings(_Section):
     serve_with_registry: bool = True
 
 
+class UpdateSettings(_Section):
+    """Today first: how the daily run orders its work and shares the product with the history recompute.
+
+    After a promotion or rollback every product day is stale.  The daily run computes the newest
+    stale days first (in chunks of ``history_chunk_days``, newest chunk first) and at most
+    ``recent_days`` of them; older stale days go to the background history recompute (flow
+    ``history``), which works in chunks, takes the product lock per chunk and lets a waiting daily
+    run in between two chunks.
+    """
+
+    #: The daily run computes at most this many (the newest) stale days; the rest is history [days].
+    recent_days: int = Field(14, ge=1)
+    #: Days per chunk of the history recompute (one product-lock hold) [days].
+    history_chunk_days: int = Field(30, ge=1, le=3660)
+    #: Niceness added to the history recompute's process (lower CPU priority; 0 = unchanged).
+    history_nice: int = Field(10, ge=0, le=19)
+    #: An update waits this long for the product lock (another update running) before it fails [s];
+    #: 0 = fail at once.
+    lock_wait_s: float = Field(3 * 3600.0, ge=0)
+    #: How often a waiting update retries the lock [s].
+    lock_poll_s: float = Field(0.5, gt=0, le=60)
+
+
+class WatchSettings(_Section):
+    """Runs when data arrive: ``etfuse watch`` watches ``landing/`` and starts the ingest + update
+    deployment once a burst of deliveries has settled (flows/watch.py); the cron stays as catch-up."""
+
+    #: A burst of files counts as one delivery once nothing new landed for this long [s].
+    quiet_s: float = Field(10.0, gt=0, le=3600)
+    #: ... or once the first file of the burst is this old, even while files keep coming [s].
+    max_wait_s: float = Field(300.0, gt=0, le=86400)
+    #: The deployment started per delivery (``flow/deployment``): the daily one is ingest + update.
+    deployment: str = "daily/daily"
+    #: Poll the folder instead of inotify (network filesystems, some container mounts).
+    force_polling: bool = False
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
@@ -533,6 +612,8 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     alerts: AlertSettings = AlertSettings()
     freshness: FreshnessSettings = FreshnessSettings()
+    update: UpdateSettings = UpdateSettings()
+    watch: WatchSettings = WatchSettings()
     static: StaticSettings = StaticSettings()
     ingest: IngestSettings = IngestSettings()
     quality: QualitySettings = QualitySettings()

@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 #: ERA5-Land (a late ERA5T file); ``finalised``: the same content, now from final ERA5-Land instead of
 #: ERA5T (the day's stream changes, not its values); see HarmonisedStore._plan_grid_day
 Action = Literal["new", "extended", "revised", "unchanged", "superseded", "finalised"]
+#: A day assembled from pieces (MODIS tiles, etfuse/mosaic.py): given the stored day (or None) and the
+#: incoming one, returns the day to store and what it did (``new``/``extended``/``revised``/``unchanged``),
+#: or ``(incoming, None)`` to leave the whole-day rules in charge.
+Combine = Callable[[xr.Dataset | None, xr.Dataset], tuple[xr.Dataset, str | None]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grid_versions (
@@ -116,6 +120,8 @@ class _GridDayPlan:
     same_grid: bool
     exists: bool
     finalised: list[str] = field(default_factory=list)
+    #: the day to write (the incoming day, or the incoming day combined with the stored one)
+    data: xr.Dataset | None = None
 
 
 def _now() -> str:
@@ -168,18 +174,20 @@ class HarmonisedStore:
         return self.root / "grids" / source / f"{day:%Y}" / f"{source}_{day:%Y-%m-%d}.nc"
 
     def put_grid(self, source: str, ds: xr.Dataset, *, file_name: str | None = None,
-                 file_sha256: str | None = None) -> list[DayChange]:
+                 file_sha256: str | None = None, combine: Combine | None = None) -> list[DayChange]:
         """Store every day of a reader's gridded output; returns what happened to each day.
 
         Every day is checked before any is written: a delivery the store refuses (StoreError)
-        leaves the store as it was, even when its first days would have fitted.
+        leaves the store as it was, even when its first days would have fitted.  ``combine``
+        merges a partial day (one MODIS tile) into the stored one instead of replacing it.
         """
         if "time" not in ds.dims:
             raise StoreError(f"{source}: expected a dataset with a 'time' dimension, found dims {dict(ds.sizes)}")
         days = [ds.isel(time=[k]) for k in range(ds.sizes["time"])]
-        for day_ds in days:
-            self._plan_grid_day(source, day_ds)
-        return [self._put_grid_day(source, day_ds, file_name, file_sha256) for day_ds in days]
+        plans = [self._plan_grid_day(source, day_ds, combine) for day_ds in days]
+        # one writer per store (the ingest lock), so the plans still hold when the days are written
+        return [self._put_grid_day(source, day_ds, file_name, file_sha256, combine, plan)
+                for day_ds, plan in zip(days, plans)]
 
     @staticmethod
     def _variables_present(day_ds: xr.Dataset) -> list[str]:
@@ -201,9 +209,13 @@ class HarmonisedStore:
                     {str(v): ds[v].attrs.get("sha256") for v in ds.data_vars},
                     {str(v): ds[v].attrs.get("era5_stream") for v in ds.data_vars})
 
-    def _plan_grid_day(self, source: str, day_ds: xr.Dataset) -> _GridDayPlan:
+    def _plan_grid_day(self, source: str, day_ds: xr.Dataset, combine: Combine | None = None) -> _GridDayPlan:
         """What storing one day would do; raises StoreError (before anything is written) if it cannot."""
         day = pd.Timestamp(day_ds["time"].values[0])
+        combined: str | None = None
+        if combine is not None:
+            path = self.day_path(source, day)
+            day_ds, combined = combine(self._read_day_file(path) if path.exists() else None, day_ds)
         variables = self._variables_present(day_ds)
         path = self.day_path(source, day)
         if not variables:
@@ -233,13 +245,17 @@ class HarmonisedStore:
                 f"{source} {day:%Y-%m-%d}: the grid changed (stored {s_lat.size}x{s_lon.size}, "
                 f"incoming {lat.size}x{lon.size}) but the delivery does not replace every stored variable "
                 f"({sorted(stored_sha)}); deliver all variables on the new grid")
-        revised = [v for v in changed if v in stored_sha]
+        if combined in ("extended", "revised") and not changed:
+            changed = list(written)              # a cloud-covered tile: same values, but the day's tile record grows
+        revised = [v for v in changed if v in stored_sha] if combined != "extended" else []
         return _GridDayPlan(day, path, variables, incoming, per_day_attrs, changed, revised, superseded,
-                            same_grid, exists, finalised)
+                            same_grid, exists, finalised, day_ds)
 
     def _put_grid_day(self, source: str, day_ds: xr.Dataset, file_name: str | None,
-                      file_sha256: str | None) -> DayChange:
-        plan = self._plan_grid_day(source, day_ds)
+                      file_sha256: str | None, combine: Combine | None = None,
+                      plan: _GridDayPlan | None = None) -> DayChange:
+        plan = plan or self._plan_grid_day(source, day_ds, combine)
+        day_ds = plan.data if plan.data is not None else day_ds
         day, path, variables = plan.day, plan.path, plan.variables
         if not plan.changed and not plan.finalised:
             self._repair_ledger(source, plan, file_name, file_sha256)
@@ -305,6 +321,18 @@ class HarmonisedStore:
                 [(source, key, v, max(int(revision), 0) + (v in latest), plan.incoming[v],
                   plan.per_day_attrs.get("era5_stream"), "recovered", file_name, file_sha256, _now())
                  for v in missing])
+
+    def first_stored(self, source: str, *, since: datetime | None = None) -> dict[pd.Timestamp, datetime]:
+        """Per day of a gridded source, when its first version was stored (UTC); with ``since``, only
+        days that got a version at or after it."""
+        query = "SELECT day, MIN(stored_at) FROM grid_versions WHERE source=?"
+        args: list = [source]
+        if since is not None:
+            query += " AND day IN (SELECT day FROM grid_versions WHERE source=? AND stored_at >= ?)"
+            args += [source, since.astimezone(timezone.utc).isoformat(timespec="seconds")]
+        with self._db() as db:
+            rows = db.execute(query + " GROUP BY day", args).fetchall()
+        return {pd.Timestamp(d): datetime.fromisoformat(t) for d, t in rows}
 
     def _revision(self, source: str, day: pd.Timestamp) -> int:
         with self._db() as db:

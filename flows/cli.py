@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
-from flows import cli_distribution, cli_models
+from flows import cli_distribution, cli_models, cli_ops
 from flows.common import CLI_STATE, cli_config_path, cli_settings
 
 #: Defaults for the process environment: telemetry off (this machine is offline), and a generous start-up
@@ -127,6 +127,7 @@ quarantine_app = typer.Typer(no_args_is_help=True, help="Files that failed readi
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(cli_models.app, name="models", help="Registered model versions: list, show, promote, rollback, history.")
 app.add_typer(cli_distribution.app, name="distribution", help="STAC catalogue and Zarr stores: rebuild.")
+app.command(name="watch")(cli_ops.watch)
 
 
 def _print_outcomes(report: dict) -> None:
@@ -279,11 +280,11 @@ def daily(
         from etfuse.ingest import ingest_all
         from serving.predictor import Predictor
         from serving.product import ProductStore
-        from serving.update import run_update
         from training.registry import ModelRegistry
         _print_outcomes(ingest_all(s).to_json())
-        report = run_update(s, predictor=Predictor(s, registry=ModelRegistry(s)), product=ProductStore(s))
-        typer.echo(report.summary())
+        from flows.cli_ops import after_daily, today_first
+        today_first(s, Predictor(s, registry=ModelRegistry(s)), ProductStore(s))
+        after_daily(s)
         return
     from flows.daily import daily_flow
     result = daily_flow(config=_config_path(), home=str(s.home))

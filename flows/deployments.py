@@ -20,7 +20,13 @@ from contextlib import contextmanager
 
 from etfuse.errors import EtfuseError
 
-ENTRYPOINTS = {"daily": "flows/daily.py:daily_flow", "retrain": "flows/retrain.py:retrain_flow"}
+ENTRYPOINTS = {"daily": "flows/daily.py:daily_flow", "retrain": "flows/retrain.py:retrain_flow",
+               "history": "flows/history.py:history_flow", "rollback": "flows/rollback.py:rollback_flow",
+               "backfill": "flows/backfill.py:backfill_flow",
+               "quarantine-release": "flows/quarantine.py:quarantine_release_flow"}
+#: Deployments that write the product: one run at a time each, further runs wait in the queue
+#: (ENQUEUE) instead of failing; across deployments the product lock orders them (the daily run first).
+PRODUCT_WRITERS = ("daily", "history", "rollback", "backfill")
 
 
 class ScheduleError(EtfuseError):
@@ -47,22 +53,44 @@ def _server(settings) -> Iterator[str]:
         yield url
 
 
-def _specs(settings, config: str | None) -> list[tuple[str, object, str, dict]]:
+def _specs(settings, config: str | None) -> list[tuple[str, object, str | None, dict]]:
+    """(name, flow, cron or None for run-on-demand, parameters) of every deployment."""
+    from flows.backfill import backfill_flow
     from flows.daily import daily_flow
+    from flows.history import history_flow
+    from flows.quarantine import quarantine_release_flow
     from flows.retrain import retrain_flow
+    from flows.rollback import rollback_flow
     params = {"config": config} if config else {}
     return [("daily", daily_flow, settings.schedule.daily_cron, params),
-            ("retrain", retrain_flow, settings.schedule.retrain_cron, params)]
+            ("retrain", retrain_flow, settings.schedule.retrain_cron, params),
+            ("history", history_flow, None, params),
+            ("rollback", rollback_flow, None, params),
+            ("backfill", backfill_flow, None, params),
+            ("quarantine-release", quarantine_release_flow, None, params)]
+
+
+def concurrency(name: str):
+    """One run at a time for the product writers, the others queued (not failed); None otherwise."""
+    if name not in PRODUCT_WRITERS:
+        return None
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def _schedules(settings, cron: str | None) -> list:
+    from prefect.client.schemas.schedules import CronSchedule
+    return [CronSchedule(cron=cron, timezone=settings.schedule.timezone)] if cron else []
 
 
 def runner_deployments(settings, config: str | None = None) -> list:
     """RunnerDeployments for ``prefect.serve``."""
-    from prefect.client.schemas.schedules import CronSchedule
     out = []
     for name, flow, cron, params in _specs(settings, config):
-        out.append(flow.to_deployment(name=name, schedules=[CronSchedule(cron=cron, timezone=settings.schedule.timezone)],
-                                      parameters=params, tags=["etfuse"],
-                                      description=f"etfuse {name}, cron '{cron}' ({settings.schedule.timezone})"))
+        when = f"cron '{cron}' ({settings.schedule.timezone})" if cron else "on demand (Prefect UI, or started by a flow)"
+        out.append(flow.to_deployment(name=name, schedules=_schedules(settings, cron), parameters=params,
+                                      tags=["etfuse"] + (["etfuse-product"] if name in PRODUCT_WRITERS else []),
+                                      concurrency_limit=concurrency(name), description=f"etfuse {name}, {when}"))
     return out
 
 
@@ -75,13 +103,13 @@ def serve(settings, config: str | None = None) -> None:
 
 def register(settings, *, source: str, config: str | None = None) -> list[str]:
     """Register the deployments for ``settings.schedule.work_pool`` with code at ``source`` (a folder)."""
-    from prefect.client.schemas.schedules import CronSchedule
     from prefect.flows import Flow
     ids = []
     with _server(settings):
         for name, _, cron, params in _specs(settings, config):
             flow = Flow.from_source(source=source, entrypoint=ENTRYPOINTS[name])
             ids.append(str(flow.deploy(name=name, work_pool_name=settings.schedule.work_pool, build=False, push=False,
-                                       schedules=[CronSchedule(cron=cron, timezone=settings.schedule.timezone)],
-                                       parameters=params, tags=["etfuse"], print_next_steps=False)))
+                                       schedules=_schedules(settings, cron), parameters=params,
+                                       tags=["etfuse"] + (["etfuse-product"] if name in PRODUCT_WRITERS else []),
+                                       concurrency_limit=concurrency(name), print_next_steps=False)))
     return ids

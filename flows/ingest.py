@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from etfuse.ingest import IngestContext, IngestReport, LandingFile, discover, ingest_file
+from etfuse.mosaic import check_missing_tiles
 from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 
@@ -30,6 +31,8 @@ def ingest_flow(config: str | None = None, home: str | None = None, today: date 
     for line in skipped:
         logger.warning("skipped %s", line)
     outcomes = [ingest_file_task(lf, ctx) for lf in files]
+    for alert in check_missing_tiles(ctx.store, settings, ctx.dispatcher):
+        logger.warning("%s", alert.summary)
     ctx.dispatcher.flush()
     report = {"counts": {}, "outcomes": outcomes, "skipped": skipped}
     for o in outcomes:

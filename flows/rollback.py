@@ -9,7 +9,8 @@ from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 
 
-@task(name="move-champion-alias", cache_policy=NO_CACHE)
+# no retries: a rollback is not idempotent (a second attempt after a lost answer would walk back twice)
+@task(name="move-champion-alias", cache_policy=NO_CACHE, timeout_seconds=300)
 def move_alias(settings, to: int | None, actor: str, reason: str) -> tuple[int | None, int]:
     from training.registry import ModelRegistry
     registry = ModelRegistry(settings)
@@ -18,8 +19,9 @@ def move_alias(settings, to: int | None, actor: str, reason: str) -> tuple[int |
     return (before.version if before else None), after
 
 
-@task(name="recompute-days-of-rolled-back-version", cache_policy=NO_CACHE)
+@task(name="recompute-days-of-rolled-back-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 120])
 def recompute(settings, rolled_back: int) -> dict:
+    """The newest ``update.recent_days`` of them now; the older ones are left to the history recompute."""
     from serving.predictor import Predictor
     from serving.product import ProductStore
     from serving.update import run_update
@@ -29,8 +31,9 @@ def recompute(settings, rolled_back: int) -> dict:
     if not days:
         return {"days": 0, "summary": f"no product day was written by v{rolled_back}"}
     predictor = Predictor(settings, registry=ModelRegistry(settings))
-    report = run_update(settings, predictor=predictor, product=product, start=min(days), end=max(days))
-    return {"days": len(report.written), "summary": report.summary()}
+    report = run_update(settings, predictor=predictor, product=product, start=min(days), end=max(days),
+                        newest=True, max_days=settings.update.recent_days)
+    return {"days": len(report.written), "summary": report.summary(), "deferred": len(report.deferred)}
 
 
 @flow(name="rollback", on_failure=[alert_on_failure], on_crashed=[alert_on_failure],
@@ -43,5 +46,8 @@ def rollback_flow(config: str | None = None, home: str | None = None, to: int | 
     result = {"from": before, "to": after}
     if recompute_days and before is not None and before != after:
         result.update(recompute(settings, before))
+        if result.get("deferred"):
+            from flows.history import hand_off_history
+            result["history"] = hand_off_history(config, home)
     get_run_logger().info("rollback: champion v%s -> v%s; %s", before, after, result.get("summary", ""))
     return result

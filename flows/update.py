@@ -7,6 +7,7 @@ from datetime import date
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from flows.alerting import alert_on_failure
 from flows.common import flow_settings
@@ -33,38 +34,53 @@ def _progress_printer(total_hint: str):
     return log_progress
 
 
-@task(name="compute-days", cache_policy=NO_CACHE)
-def compute_days(settings, start, end) -> dict:
+@task(name="compute-days", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 120])
+def compute_days(settings, start, end, max_days: int | None = None) -> dict:
+    """The newest stale days first (at most ``max_days``); retried: the model comes from MLflow/S3, and a
+    retry only computes what is still stale."""
     from serving.predictor import Predictor
     from serving.product import ProductStore
     from serving.update import run_update
     from training.registry import ModelRegistry
     predictor = Predictor(settings, registry=ModelRegistry(settings))
     report = run_update(settings, predictor=predictor, product=ProductStore(settings), start=start, end=end,
-                        progress=_progress_printer(""))
+                        progress=_progress_printer(""), newest=True, max_days=max_days)
     return {"summary": report.summary(), "model_version": report.model_version, "written": report.written,
-            "years_rebuilt": report.years_rebuilt,
+            "years_rebuilt": report.years_rebuilt, "deferred": len(report.deferred),
             "median_seconds_per_day": (sorted(report.seconds_per_day)[len(report.seconds_per_day) // 2]
                                        if report.seconds_per_day else None)}
+
+
+@task(name="champion-version", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(5),
+      timeout_seconds=120)
+def champion_version(settings) -> int | None:
+    """The champion's version from MLflow (None before the first promotion); retried with back-off."""
+    from training.registry import ModelRegistry
+    info = ModelRegistry(settings).champion()
+    return None if info is None else info.version
 
 
 @flow(name="update", on_failure=[alert_on_failure], on_crashed=[alert_on_failure], description="Compute every product day whose inputs are present and whose product is "
                                  "missing or stale (new or revised inputs, or a new champion), in date order.")
 def update_flow(config: str | None = None, home: str | None = None, day: date | None = None,
-                since: date | None = None, until: date | None = None) -> dict:
+                since: date | None = None, until: date | None = None, history: bool = True) -> dict:
     from serving.predictor import NoModelError
-    from training.registry import ModelRegistry
     settings = flow_settings(config, home)
     start, end = (day, day) if day else (since, until)
     # Before the first promotion there is nothing to compute: not a task failure in the UI, a warning.
     # An unreachable registry is not this case: the task then fails, and the flow alerts.
-    if ModelRegistry(settings).champion() is None:
+    if champion_version(settings) is None:
         return _no_model(settings, "the registry has no champion; train and promote one (`etfuse train`)")
+    # an open-ended run (the daily one) computes only the newest days; an explicit range computes it all
+    max_days = settings.update.recent_days if (start is None and end is None) else None
     try:
-        result = compute_days(settings, start, end)
+        result = compute_days(settings, start, end, max_days)
     except NoModelError as exc:                      # the champion alias removed since the check
         return _no_model(settings, str(exc))
     get_run_logger().info(result["summary"])
+    if result["deferred"] and history:               # the newest days are written: the history follows
+        from flows.history import hand_off_history
+        result["history"] = hand_off_history(config, home)
     return result
 
 

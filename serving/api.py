@@ -27,7 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from etfuse import __version__
+from etfuse.freshness import product_staleness
 from etfuse.grid import TargetGrid
+from serving.reports import reports_router
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
     app.add_middleware(RateLimit, per_minute=dist.rate_limit_per_minute)
     app.add_middleware(RequestLimits)
     app.add_middleware(RequestMetrics, registry=metrics_registry)     # outermost: counts refused requests too
+    app.include_router(reports_router(settings))              # report links in alerts open here
 
     @app.exception_handler(ProductError)
     async def _product_error(request: Request, exc: ProductError):      # found while reading: a 4xx, not a 500
@@ -164,7 +167,10 @@ def create_app(settings, *, product=None, registry=None, predictor=None) -> Fast
             except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
                 problems.append(f"model registry: {exc}")
         status = 200 if not problems else 503
-        return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems})
+        # a stale product still serves its days: reported (and alerted on), not a 503
+        freshness = product_staleness(product.days(), settings)
+        return JSONResponse(status_code=status, content={"ready": not problems, "problems": problems,
+                                                         "product": freshness, "stale": freshness["stale"]})
 
     @app.get("/model", response_model=ModelInfo, summary="The model that serves new days")
     def model() -> ModelInfo:

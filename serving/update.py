@@ -54,14 +54,17 @@ class UpdateReport:
     seconds_per_day: list[float] = field(default_factory=list)
     model_version: int | None = None
     years_rebuilt: list[int] = field(default_factory=list)
+    #: stale days left for the history recompute (older than the ``max_days`` newest)
+    deferred: list[pd.Timestamp] = field(default_factory=list)
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
         for action in self.written.values():
             counts[action] = counts.get(action, 0) + 1
         per_day = f", median {np.median(self.seconds_per_day):.2f} s/day" if self.seconds_per_day else ""
+        later = f"; {len(self.deferred)} older stale day(s) left to the history recompute" if self.deferred else ""
         return (f"update with model v{self.model_version}: {len(self.planned)} day(s) to compute "
-                f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing to do'}){per_day}")
+                f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing to do'}){per_day}{later}")
 
 
 def _ledger(store: HarmonisedStore, first: pd.Timestamp, last: pd.Timestamp) -> dict[tuple[str, str], dict]:
@@ -127,17 +130,66 @@ def plan_days(settings, store: HarmonisedStore, product, *, model_version: int, 
     return plans
 
 
+#: a daily run waiting for the product lock touches this file; the history recompute lets it in
+WAITING_NAME = ".update.waiting"
+#: a waiting marker older than this is left over from a killed run and ignored [s]
+_WAITING_STALE_S = 600.0
+
+
+def newest_first(days: list[pd.Timestamp], chunk_days: int) -> list[pd.Timestamp]:
+    """``days`` in chunks of ``chunk_days``, the newest chunk first, each chunk in date order (so the
+    window embeddings of consecutive days are still reused inside a chunk)."""
+    ordered = sorted(days)
+    chunks = [ordered[max(0, k - chunk_days):k] for k in range(len(ordered), 0, -chunk_days)]
+    return [d for chunk in chunks for d in chunk]
+
+
+def _others_waiting(folder) -> bool:
+    marker = folder / WAITING_NAME
+    try:
+        return time.time() - marker.stat().st_mtime < _WAITING_STALE_S
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
-def product_lock(settings) -> Iterator[None]:
-    """One update at a time: two daily runs must never write the product together."""
+def product_lock(settings, *, wait_s: float | None = None, priority: bool = True) -> Iterator[None]:
+    """One update at a time: two runs never write the product together; the second waits (queues).
+
+    Waits up to ``wait_s`` (default ``update.lock_wait_s``) and then raises UpdateLockedError.  A
+    ``priority`` waiter (the daily run) marks itself waiting, and a non-priority holder (the history
+    recompute, between two chunks) does not take the lock again while one is waiting: the newest
+    day is delayed by at most one history chunk.
+    """
     folder = settings.folder("product")
     folder.mkdir(parents=True, exist_ok=True)
+    wait_s = settings.update.lock_wait_s if wait_s is None else wait_s
+    poll = settings.update.lock_poll_s
+    deadline = time.monotonic() + wait_s
+    marker = folder / WAITING_NAME
     with open(folder / ".update.lock", "w") as handle:
+        announced = False
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UpdateLockedError(f"another update is running (lock {folder / '.update.lock'} is held); "
-                                    "it will compute the stale days, or run again when it ends") from None
+            while True:
+                if priority or not _others_waiting(folder):
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        pass
+                if time.monotonic() >= deadline:
+                    raise UpdateLockedError(f"another update is running (lock {folder / '.update.lock'} is held) "
+                                            f"and did not end within {wait_s:g} s (update.lock_wait_s); it will "
+                                            "compute the stale days, or run again when it ends")
+                if priority:
+                    if not announced:
+                        log.warning("another update holds the product lock; waiting up to %g s", wait_s)
+                        announced = True
+                    marker.touch()
+                time.sleep(poll)
+        finally:
+            if announced:
+                marker.unlink(missing_ok=True)
         handle.write(str(os.getpid()))
         handle.flush()
         try:
@@ -148,18 +200,29 @@ def product_lock(settings) -> Iterator[None]:
 
 def run_update(settings, *, predictor, product, store: HarmonisedStore | None = None, start=None, end=None,
                only_stale: bool = True, progress: Callable[[int, int, pd.Timestamp], None] | None = None,
-               build_years: bool = True, lock: bool = True) -> UpdateReport:
+               build_years: bool = True, lock: bool = True, newest: bool = False, max_days: int | None = None,
+               priority: bool = True) -> UpdateReport:
     """Compute every stale product day in [start, end] in date order; returns what was done.
 
     ``lock=False`` is for the chunks of a backfill, whose flow holds the product lock for them.
+    ``newest=True`` (the daily run) computes the newest chunks of ``update.history_chunk_days``
+    first; ``max_days`` computes only that many of the newest stale days and reports the older ones
+    as ``deferred`` (the history recompute's work).  ``priority=False`` (the history recompute)
+    gives way to a waiting priority run before taking the lock.
     """
     store = store or HarmonisedStore(settings.harmonised)
     model = predictor.model()
     report = UpdateReport(model_version=model.version)
-    with product_lock(settings) if lock else contextlib.nullcontext():
+    with product_lock(settings, priority=priority) if lock else contextlib.nullcontext():
         plans = plan_days(settings, store, product, model_version=model.version, window_days=model.window_days,
                           start=start, end=end)
         todo = [p for p in plans if p.reason != "up to date" or not only_stale]
+        if max_days is not None and len(todo) > max_days:
+            report.deferred = [p.day for p in todo[:-max_days]]
+            todo = todo[-max_days:]
+        if newest:
+            by_day = {p.day: p for p in todo}
+            todo = [by_day[d] for d in newest_first(list(by_day), settings.update.history_chunk_days)]
         report.planned = todo
         # a yearly file left stale (a crash during its build, a deleted file) is rebuilt even with no day to compute
         stale_years = set(product.stale_years()) if build_years else set()
@@ -174,6 +237,8 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
         present: dict[pd.Timestamp, set[str]] = {}
         for k, plan in enumerate(todo):
             t0 = time.perf_counter()
+            if k and plan.day < todo[k - 1].day:      # newest first: an older chunk starts; its window is not cached
+                embeddings = DayEmbeddings(model, settings.serving.feature_cache_days)
             window = pd.date_range(plan.day - pd.Timedelta(days=model.window_days - 1), plan.day, freq="D")
             for day in window:
                 if day not in embeddings:
@@ -201,4 +266,4 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
     return report
 
 
-__all__ = ["DayPlan", "UpdateReport", "plan_days", "run_update", "product_lock", "UpdateLockedError"]
+__all__ = ["DayPlan", "UpdateReport", "plan_days", "run_update", "product_lock", "UpdateLockedError", "newest_first"]

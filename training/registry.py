@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import pandas as pd
 
+from etfuse.alerts import Alert, AlertDispatcher
 from etfuse.errors import EtfuseError
 from training.gate import GateCheck, GateDecision, evaluate_gate
 
@@ -780,6 +781,24 @@ class ModelRegistry:
             self._call(self.client.delete_registered_model_alias, self.name, CHALLENGER)
         log.info("%s: champion is now version %d (%s by %s; was %s): %s", self.name, v, action, actor, previous,
                  reason)
+        self._announce_champion(event)
+
+    def _announce_champion(self, event: dict) -> None:
+        """A ``champion_changed`` alert: every promotion (gate or by hand) and rollback passes here, so
+        people learn that the product's model changed, by whom and why.  Never raises: the alias has moved."""
+        if event["previous"] == event["version"]:
+            return
+        try:
+            dispatcher = AlertDispatcher(self.settings)
+            was = "none" if event["previous"] is None else f"v{event['previous']}"
+            dispatcher.send(Alert(
+                severity="warning", source="model", kind="champion_changed", checks=[event["action"]],
+                summary=(f"{self.name}: champion {was} -> v{event['version']} ({event['action']} by {event['by']}): "
+                         f"{event['reason']}"),
+                details={**event, "model": self.name}))
+            dispatcher.flush()
+        except Exception as exc:  # noqa: BLE001 - an alert problem must not undo or fail a promotion
+            log.warning("champion_changed alert not sent: %s: %s", type(exc).__name__, exc)
 
     # -- history ----------------------------------------------------------------------------
     def _events(self) -> list[dict]:

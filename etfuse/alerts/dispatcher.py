@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from etfuse.alerts.channels import (Channel, DeliveryError, JsonlChannel, PermanentDeliveryError, accepts,
                                     channels_from_settings)
+from etfuse.alerts.apprise_channels import apprise_channels_from_settings
 from etfuse.alerts.model import Alert, DigestInfo, as_utc, format_days, format_list, iso_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,22 @@ MAX_GROUP_FILES = 1000
 MAX_GROUP_REPORTS = 100
 #: Closed groups older than this are pruned from the SQLite file.
 KEEP_CLOSED_GROUPS = dt.timedelta(days=30)
+
+
+def public_report_link(alert: Alert, settings: Any) -> Alert:
+    """A ``file://`` report link under ``$ETFUSE_HOME/reports`` rewritten to ``alerts.reports_base_url``
+    (where the API serves the reports, ``/reports/...``), so the link opens from a phone or a chat."""
+    base = getattr(settings.alerts, "reports_base_url", None)
+    if not base or not alert.report_url or not alert.report_url.startswith("file://"):
+        return alert
+    import urllib.parse
+    import urllib.request
+    local = Path(urllib.request.url2pathname(urllib.parse.urlsplit(alert.report_url).path))
+    try:
+        relative = local.resolve().relative_to(Path(settings.folder("reports")).resolve())
+    except (ValueError, OSError):
+        return alert
+    return alert.model_copy(update={"report_url": base.rstrip("/") + "/" + urllib.parse.quote(relative.as_posix())})
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,11 +354,12 @@ class AlertDispatcher:
         self.clock: Clock = clock or utcnow
         self.jsonl = JsonlChannel(self.folder / JSONL_NAME)
         self.groups = GroupStore(self.folder / GROUPS_NAME)
-        self.channels: list[Channel] = list(channels) if channels is not None else channels_from_settings(self.config)
+        self.channels: list[Channel] = (list(channels) if channels is not None else
+                                        channels_from_settings(self.config) + apprise_channels_from_settings(self.config))
         self._sleep = sleep
         self._resting_until: dict[str, float] = {}          # channel name -> time.monotonic()
-        self._secrets = [s for s in (self._secret(self.config.smtp_password), self._secret(self.config.webhook_url))
-                         if s]
+        self._secrets = [s for s in (self._secret(self.config.smtp_password), self._secret(self.config.webhook_url),
+                                     *self.config.apprise_urls) if s]
 
     @staticmethod
     def _secret(value: Any) -> str | None:
@@ -363,6 +381,7 @@ class AlertDispatcher:
     def send(self, alert: Alert) -> DispatchOutcome:
         """Log the alert, deliver it unless an identical one is inside its window; never raises."""
         now = self._now()
+        alert = public_report_link(alert, self.settings)
         try:
             group_id, suppressed, closed = self.groups.admit(alert, now, self._window())
         except Exception as exc:  # noqa: BLE001 - grouping must not stop an alert

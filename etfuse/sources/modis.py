@@ -39,6 +39,7 @@ from etfuse.cf import annotate
 from etfuse.errors import NoOverlapError, SourceFormatError
 from etfuse.sources import register
 from etfuse.sources.common import clip, region_bbox
+from etfuse.sources.modis_tiles import tile_name
 
 HDF4_MAGIC = b"\x0e\x03\x13\x01"
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")   # classic TIFF and BigTIFF
@@ -415,8 +416,10 @@ def _read_hdf(paths: Sequence[Path], settings, bbox) -> xr.Dataset:
     days = sorted(by_day)
     data = np.empty((len(days), lat.size, lon.size), dtype=np.float32)
     west, south, east, north = region_bbox(settings, bbox)
+    names: dict[pd.Timestamp, list[str | None]] = {}
     for k, day in enumerate(days):
         data[k], covered = resample_tiles(by_day[day], lat, lon)
+        names[day] = [tile_name(t.ulx, t.uly, t.lrx, t.lry) for t, c in zip(by_day[day], covered) if c]
         if not covered.any():
             names = ", ".join(t.path.name for t in by_day[day])
             raise NoOverlapError(by_day[day][0].path, "the file does not overlap the region",
@@ -425,6 +428,8 @@ def _read_hdf(paths: Sequence[Path], settings, bbox) -> xr.Dataset:
                                  hint="check the tile numbers (Qinghai: h24v05, h25v05, h26v05) or the region/--bbox")
     ds = xr.Dataset({"lst": (("time", "lat", "lon"), data)},
                     coords={"time": _days_ns(days), "lat": lat, "lon": lon})
+    if all(names):        # which tiles each day holds: the store assembles a day tile by tile (etfuse/mosaic.py)
+        ds = ds.assign_coords(modis_tiles=("time", [" ".join(sorted(n for n in names[d] if n)) for d in days]))
     ds.attrs["modis_grid_resolution_deg"] = res
     ds.attrs["modis_resampling"] = ("inverse mapping of lat/lon cell centres to the sinusoidal tile pixel "
                                     "holding them (nearest pixel)")
@@ -460,6 +465,32 @@ def _geotiff_day(tags: dict[str, str], path: Path) -> pd.Timestamp:
                                 expected="a RANGEBEGINNINGDATE tag, or A%Y%j / doy%Y%j in the file name",
                                 found="neither")
     return day
+
+
+def _packing(src, band: int, path: Path) -> tuple[float, float]:
+    """(scale, offset) of band ``band`` (0-based): GDAL's band scale/offset, or, when those are unset,
+    ``scale_factor``/``add_offset`` metadata tags of the band or of the dataset (as some conversions
+    leave them).  Two places that state different packings are an error, never a guess."""
+    scale, offset = float(src.scales[band]), float(src.offsets[band])
+    stated = scale != 1.0 or offset != 0.0
+    for where, tags in (("band", src.tags(band + 1)), ("dataset", src.tags())):
+        if "scale_factor" not in tags and "add_offset" not in tags:
+            continue
+        try:
+            t_scale = float(tags.get("scale_factor", 1.0))
+            t_offset = float(tags.get("add_offset", 0.0))
+        except ValueError as exc:
+            raise SourceFormatError(path, f"{where} metadata packing is not a number", variable=LST_NAME,
+                                    expected="scale_factor / add_offset as numbers",
+                                    found=f"scale_factor={tags.get('scale_factor')!r}, "
+                                          f"add_offset={tags.get('add_offset')!r}") from exc
+        if not stated:
+            scale, offset, stated = t_scale, t_offset, True
+        elif not (math.isclose(t_scale, scale, rel_tol=1e-6) and math.isclose(t_offset, offset, abs_tol=1e-9)):
+            raise SourceFormatError(path, "the GeoTIFF states two different packings", variable=LST_NAME,
+                                    expected="one scale/offset", found=f"scale {scale:g}, offset {offset:g} and "
+                                    f"{where} tags scale_factor={t_scale:g}, add_offset={t_offset:g}")
+    return scale, offset
 
 
 def _check_tiff_complete(path: Path) -> None:
@@ -555,7 +586,7 @@ def _read_geotiff(path: Path, settings, box) -> _Raster:
                 li = 0
             qi = _band_index(descriptions, QC_NAME)
             dtype = np.dtype(src.dtypes[li])
-            scale, offset = float(src.scales[li]), float(src.offsets[li])
+            scale, offset = _packing(src, li, path)
             nodata = src.nodatavals[li]
             units = (src.units[li] or "").strip()
             tags = src.tags()

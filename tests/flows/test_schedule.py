@@ -63,17 +63,23 @@ def _check_schedule(serving: subprocess.Popen, config, home) -> None:
 
     deadline = time.time() + 180                 # generous: CI runs this beside other slow tests on 2 cores
     found = []
-    while time.time() < deadline and len(found) < 2:
+    names = {"daily", "retrain", "history", "rollback", "backfill", "quarantine-release"}
+    while time.time() < deadline and {d.name for d in found} != names:
         if serving.poll() is not None:
             pytest.fail(f"`etfuse schedule` exited with {serving.returncode}:\n{serving.stdout.read()[-4000:]}")
         found = asyncio.run(deployments())
         time.sleep(1)
-    if len(found) < 2:
+    if {d.name for d in found} != names:
         stop_group(serving)
         pytest.fail(f"deployments not registered within 180 s; `etfuse schedule` printed:\n"
                     f"{serving.communicate(timeout=30)[0][-4000:]}")
-    crons = {d.name: d.schedules[0].schedule.cron for d in found}
-    assert crons == {"daily": "15 5 * * *", "retrain": "0 2 1 * *"}
+    crons = {d.name: d.schedules[0].schedule.cron for d in found if d.schedules}
+    assert crons == {"daily": "15 5 * * *", "retrain": "0 2 1 * *"}      # the others run on demand
+    limits = {d.name: (d.global_concurrency_limit.limit if d.global_concurrency_limit else d.concurrency_limit)
+              for d in found}
+    assert all(limits[n] == 1 for n in ("daily", "history", "rollback", "backfill")), limits
+    queued = {d.name: d.concurrency_options.collision_strategy for d in found if d.concurrency_options}
+    assert {str(v).rsplit(".", 1)[-1] for v in queued.values()} == {"ENQUEUE"}
     assert all(d.parameters == {"config": str(config)} for d in found)
     run = run_deployment("daily/daily", timeout=240)
     assert run.state.is_completed(), run.state

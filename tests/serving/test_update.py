@@ -81,7 +81,7 @@ def test_update_lifecycle(world_settings, small_world, model_file):
 def test_one_update_at_a_time(world_settings):
     with product_lock(world_settings):
         with pytest.raises(UpdateLockedError, match="another update is running"):
-            with product_lock(world_settings):
+            with product_lock(world_settings, wait_s=0):
                 pass
     with product_lock(world_settings):                                       # released after use
         pass

@@ -1,0 +1,85 @@
+"""Runs when data arrive: watch ``landing/`` and start the ingest + update deployment per delivery.
+
+Built on watchfiles (inotify, or polling with ``watch.force_polling``).  A delivery is a burst of
+files: changes are grouped until nothing new landed for ``watch.quiet_s`` or the burst is
+``watch.max_wait_s`` old (watchfiles' ``step`` and ``debounce``), so a month of files copied in one
+go makes one run, not hundreds.  Files that ingest would skip (hidden names such as rsync's
+temporaries, ``ingest.partial_suffixes``, files directly in ``landing/``) do not count.  While a
+started run has not begun yet (scheduled, pending, late), further deliveries start nothing: that
+run's ingest will find them.  Once it runs, the next delivery starts another run, which the
+deployment's concurrency limit queues.  The daily cron stays as the catch-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Callable, Iterable
+
+from etfuse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: a trigger starts a run and returns something ``pending`` can ask about (or None)
+Trigger = Callable[[list[Path]], object]
+
+
+def counts_as_delivery(path: Path, settings: Settings) -> bool:
+    """True for a file ingest would take: ``landing/<source>/<name>``, not hidden, not partial."""
+    landing = settings.folder("landing").resolve()
+    try:
+        parts = path.resolve().relative_to(landing).parts
+    except ValueError:
+        return False
+    return (len(parts) == 2 and not any(p.startswith(".") for p in parts)
+            and not parts[-1].endswith(tuple(settings.ingest.partial_suffixes)))
+
+
+def deliveries(changes: Iterable[tuple[object, str]], settings: Settings) -> list[Path]:
+    """The landed files in one batch of watchfiles changes (added or modified, still present)."""
+    from watchfiles import Change
+    out = {Path(p) for change, p in changes if change in (Change.added, Change.modified)}
+    return sorted(p for p in out if p.is_file() and counts_as_delivery(p, settings))
+
+
+def deployment_trigger(settings: Settings, *, config: str | None = None) -> tuple[Trigger, Callable[[object], bool]]:
+    """(start a run of ``watch.deployment``, is that run still waiting to start?) against the Prefect server."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    def start(files: list[Path]):
+        run = run_deployment(settings.watch.deployment, parameters={"config": config} if config else {},
+                             timeout=0, as_subflow=False, tags=["etfuse-arrival"])
+        log.info("%d file(s) landed; started %s run %s", len(files), settings.watch.deployment, run.id)
+        return run.id
+
+    def pending(run_id) -> bool:
+        from prefect import get_client
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+        return state is not None and state.type in (StateType.SCHEDULED, StateType.PENDING)
+
+    return start, pending
+
+
+def watch_landing(settings: Settings, trigger: Trigger, *, pending: Callable[[object], bool] | None = None,
+                  stop: threading.Event | None = None) -> int:
+    """Watch ``landing/`` until ``stop`` is set; one ``trigger`` per settled delivery. Returns how many."""
+    from watchfiles import watch
+    landing = settings.folder("landing")
+    landing.mkdir(parents=True, exist_ok=True)
+    w = settings.watch
+    started, last = 0, None
+    for changes in watch(landing, stop_event=stop, step=int(w.quiet_s * 1000), debounce=int(w.max_wait_s * 1000),
+                         force_polling=w.force_polling, raise_interrupt=False, recursive=True, rust_timeout=1000,
+                         yield_on_timeout=False):
+        files = deliveries(changes, settings)
+        if not files:
+            continue
+        if last is not None and pending is not None and pending(last):
+            log.info("%d file(s) landed; the run started before has not begun and will take them", len(files))
+            continue
+        last = trigger(files)
+        started += 1
+    return started
