@@ -98,8 +98,9 @@ class PullTransport:
                 options["known_hosts"] = str(self.known_hosts)
             return options
         if self.protocol in ("http", "https") and self.login:
-            import aiohttp
-            return {"client_kwargs": {"auth": aiohttp.BasicAuth(self.login.username, self.login.password)}}
+            import base64
+            token = base64.b64encode(f"{self.login.username}:{self.login.password}".encode()).decode()
+            return {"client_kwargs": {"headers": {"Authorization": f"Basic {token}"}}}
         return {}
 
     def fs(self):
