@@ -134,6 +134,8 @@ def fetch_item(fetcher: Fetcher, item: FetchItem, *, landing: Path, ledger: Fetc
             verify(item, partial)
             break
         except FetchError as exc:
+            if not partial.exists():
+                marker.unlink(missing_ok=True)          # nothing to resume: leave no trace
             if not exc.transient or attempt >= cfg.retries:
                 raise
             pause = cfg.backoff_s * 2 ** attempt
