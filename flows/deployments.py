@@ -1,4 +1,5 @@
-"""Scheduled deployments of the flows: daily (ingest + update) and monthly retrain.
+"""Scheduled deployments of the flows: daily (ingest + update), monthly retrain, and one
+``fetch-<source>`` per enabled fetch source (``fetch.<source>.cron``).
 
 Two ways to run them, both reading the crons from ``settings.schedule``:
 
@@ -20,7 +21,8 @@ from contextlib import contextmanager
 
 from etfuse.errors import EtfuseError
 
-ENTRYPOINTS = {"daily": "flows/daily.py:daily_flow", "retrain": "flows/retrain.py:retrain_flow"}
+ENTRYPOINTS = {"daily": "flows/daily.py:daily_flow", "retrain": "flows/retrain.py:retrain_flow",
+               "fetch": "flows/fetch.py:fetch_flow"}
 
 
 class ScheduleError(EtfuseError):
@@ -48,11 +50,16 @@ def _server(settings) -> Iterator[str]:
 
 
 def _specs(settings, config: str | None) -> list[tuple[str, object, str, dict]]:
+    from etfuse.fetch.run import enabled_sources
     from flows.daily import daily_flow
+    from flows.fetch import fetch_flow
     from flows.retrain import retrain_flow
     params = {"config": config} if config else {}
+    # one fetch deployment per enabled source, on that source's own cron (fetch.<source>.cron)
+    fetches = [(f"fetch-{name}", fetch_flow, getattr(settings.fetch, name).cron, {**params, "sources": [name]})
+               for name in enabled_sources(settings)]
     return [("daily", daily_flow, settings.schedule.daily_cron, params),
-            ("retrain", retrain_flow, settings.schedule.retrain_cron, params)]
+            ("retrain", retrain_flow, settings.schedule.retrain_cron, params), *fetches]
 
 
 def runner_deployments(settings, config: str | None = None) -> list:
@@ -80,7 +87,7 @@ def register(settings, *, source: str, config: str | None = None) -> list[str]:
     ids = []
     with _server(settings):
         for name, _, cron, params in _specs(settings, config):
-            flow = Flow.from_source(source=source, entrypoint=ENTRYPOINTS[name])
+            flow = Flow.from_source(source=source, entrypoint=ENTRYPOINTS[name.split("-")[0]])
             ids.append(str(flow.deploy(name=name, work_pool_name=settings.schedule.work_pool, build=False, push=False,
                                        schedules=[CronSchedule(cron=cron, timezone=settings.schedule.timezone)],
                                        parameters=params, tags=["etfuse"], print_next_steps=False)))
