@@ -64,6 +64,7 @@ class LocalSftpServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="sftp-server")
         self._server: Any = None
+        self._connections: list = []
 
     @property
     def url(self) -> str:
@@ -73,8 +74,12 @@ class LocalSftpServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         key = asyncssh.generate_private_key("ssh-ed25519")
         username, password, root, hook = self.username, self.password, str(self.root), self.read_hook
+        connections = self._connections
 
         class Auth(asyncssh.SSHServer):
+            def connection_made(self, conn) -> None:
+                connections.append(conn)
+
             def begin_auth(self, name: str) -> bool:
                 return True
 
@@ -104,6 +109,10 @@ class LocalSftpServer:
         async def stop():
             self._server.close()
             await self._server.wait_closed()
+            for conn in self._connections:          # the clients' connections too, so no task is left pending
+                conn.close()
+            for conn in self._connections:
+                await asyncio.wait_for(conn.wait_closed(), 5)
         try:
             asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         finally:

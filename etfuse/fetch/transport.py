@@ -94,8 +94,13 @@ class PullTransport:
             if self.login:
                 options.update(username=self.login.username, password=self.login.password,
                                client_keys=None if self.login.password else (), agent_path=None)
-            if self.known_hosts is not None:
-                options["known_hosts"] = str(self.known_hosts)
+            # sshfs would skip host key checks when known_hosts is not given: always give it
+            known_hosts = Path(self.known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
+            if not known_hosts.is_file():
+                raise ConfigurationError(self.source, f"no known_hosts file at {known_hosts}: add the server's host key "
+                                                      "(ssh-keyscan -p PORT HOST >> it) or set "
+                                                      f"fetch.{self.source}.known_hosts")
+            options["known_hosts"] = str(known_hosts)
             return options
         if self.protocol in ("http", "https") and self.login:
             import base64
@@ -117,8 +122,13 @@ class PullTransport:
         return self._fs
 
     def reset(self) -> None:
-        """Drop the connection (after a failure the next attempt connects anew)."""
-        self._fs = None
+        """Close and drop the connection (after a failure the next attempt connects anew)."""
+        fs, self._fs = self._fs, None
+        if fs is not None and hasattr(fs, "_finalize") and hasattr(fs, "_pool"):     # sshfs
+            try:
+                fs._finalize(fs.loop, fs._pool, fs._stack)
+            except Exception:  # noqa: BLE001 - a broken connection may not close cleanly
+                pass
 
     def _call(self, fn, what: str, *, transfer: bool = False):
         try:

@@ -64,11 +64,14 @@ def test_changed_upstream_file_is_fetched_again(tmp_path, monkeypatch, upstream,
     assert (settings.folder("landing") / "gleam" / "E_2020_GLEAM_v3.7a.nc").read_bytes() == new
 
 
-def test_connection_cut_mid_file_is_resumed(tmp_path, monkeypatch, upstream, sftp, faults):
+def test_connection_cut_mid_file_is_resumed(tmp_path, monkeypatch, upstream, sftp, faults, caplog):
     data = make_files(upstream, GLEAM_FILES[:1])
     faults.cut["E_2020_GLEAM_v3.7a.nc"] = 1
     settings = gleam_settings(tmp_path, monkeypatch, sftp)
-    report = run_fetch(settings, ["gleam"])
+    with caplog.at_level("INFO", logger="etfuse.fetch"):
+        report = run_fetch(settings, ["gleam"])
+    resumed = [r.getMessage() for r in caplog.records if "resuming" in r.getMessage()]
+    assert len(resumed) == 1 and int(resumed[0].rsplit(" ", 1)[1]) >= 150_000   # continued, not restarted
     assert report.sources[0].error is None
     assert faults.cut["E_2020_GLEAM_v3.7a.nc"] == 0                   # the cut happened
     assert (settings.folder("landing") / "gleam" / "E_2020_GLEAM_v3.7a.nc").read_bytes() == data[GLEAM_FILES[0]]
@@ -172,6 +175,13 @@ def test_unknown_host_key_is_refused(tmp_path, monkeypatch, upstream, sftp):
     report = run_fetch(settings, ["gleam"])
     assert report.sources[0].error_kind in ("configuration", "credentials", "provider_down")
     assert landing_names(settings, "gleam") == []
+
+
+def test_missing_known_hosts_is_a_configuration_error(tmp_path, monkeypatch, upstream, sftp):
+    settings = make_settings(tmp_path, monkeypatch, gleam={"enabled": True, "url": sftp.url,
+                                                           "known_hosts": str(tmp_path / "absent"), **FAST})
+    report = run_fetch(settings, ["gleam"])
+    assert report.sources[0].error_kind == "configuration" and "ssh-keyscan" in report.sources[0].error
 
 
 @pytest.mark.parametrize("missing", ["url"])
