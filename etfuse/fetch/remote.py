@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from etfuse.fetch import Fetcher, FetchItem, Progress, register
 from etfuse.fetch.credentials import login
 from etfuse.fetch.errors import ConfigurationError
-from etfuse.fetch.transport import PullTransport, RemoteFile, public_url
+from etfuse.fetch.transport import PullTransport, RemoteFile
 
 
 class PullFetcher(Fetcher):
