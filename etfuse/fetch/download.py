@@ -1,7 +1,8 @@
 """The download engine shared by every plug-in: nothing half-written ever reaches ``landing/``.
 
 A file is written to ``landing/<target>/.<name>.part`` (hidden and with a partial suffix: ingest
-skips it twice over) beside a marker ``.<name>.part.json`` naming the upstream version it holds.
+skips it twice over; a fixed name, unlike etfuse.tempfiles' per-writer names, so that a later run
+finds it and can continue it) beside a marker ``.<name>.part.json`` naming the upstream version it holds.
 When the bytes are complete the size and the provider's checksum are checked, the file is
 fsynced and renamed to its final name (atomic on one filesystem), and only then is the ledger
 row written.  A crash leaves the partial and its marker; the next run continues it when the
