@@ -524,35 +524,48 @@ class ModisFetchSettings(FetchSourceSettings):
     tiles: tuple[str, ...] = ()
 
 
-class GleamFetchSettings(FetchSourceSettings):
-    """GLEAM yearly files from its SFTP server (credentials: GLEAM_SFTP_USERNAME/_PASSWORD or .netrc)."""
+class PullFetchSettings(FetchSourceSettings):
+    """What the pull sources (``gleam``, ``remote``) share: a server URL and its SSH host key."""
 
-    cron: str = "0 7 * * 1"
-    #: The server, e.g. ``sftp://hydras.ugent.be:2225`` (the address comes with the registration).
+    #: The server, e.g. ``sftp://host:2225/path`` or ``https://host/drop/``; never with a password.
     url: str | None = None
-    #: Files below ``url``: ``{version}`` and ``{year}`` match any version (``v3.8a``, ``v4.2a``)
-    #: and year, so new years and new versions are picked up.
-    path_pattern: str = "/data/{version}/daily/{year}/E_{year}_GLEAM_{version}.nc"
     #: SSH known_hosts file holding the server's host key; None = ``~/.ssh/known_hosts``.
     known_hosts: Path | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        """Credentials never live in settings: a URL carrying a password is refused."""
+        from urllib.parse import urlsplit
+        if value and urlsplit(value).password:
+            raise ValueError("the URL carries a password; put credentials in the environment, .env or ~/.netrc "
+                             "(docs/operations.md, Fetching), not in settings")
+        return value
 
-class RemoteFetchSettings(FetchSourceSettings):
+
+class GleamFetchSettings(PullFetchSettings):
+    """GLEAM yearly files from its SFTP server (credentials: GLEAM_SFTP_USERNAME/_PASSWORD or .netrc);
+    ``url`` is the server, e.g. ``sftp://hydras.ugent.be:2225`` (the address comes with the registration)."""
+
+    cron: str = "0 7 * * 1"
+    #: Files below ``url``: ``{version}`` and ``{year}`` match any version (``v3.8a``, ``v4.2a``)
+    #: and year, so new years and new versions are picked up.
+    path_pattern: str = "/data/{version}/daily/{year}/E_{year}_GLEAM_{version}.nc"
+
+
+class RemoteFetchSettings(PullFetchSettings):
     """A generic pull from any fsspec URL (``sftp://``, ``s3://``, an ``https://`` listing).
 
     Credentials: ETFUSE_REMOTE_USERNAME/_PASSWORD, or the host's ``.netrc`` entry; S3 keys the
     usual AWS way.
     """
 
-    url: str | None = None
     #: Shell pattern of file names below ``url`` to fetch (``*`` does not cross ``/``).
     pattern: str = "*"
     #: Search sub-folders of ``url`` too.
     recursive: bool = False
     #: The landing folder the files go to (a reader's name: ``cma``, ``stations`` ...).
     target: str = "cma"
-    #: SSH known_hosts file holding the server's host key; None = ``~/.ssh/known_hosts``.
-    known_hosts: Path | None = None
 
 
 class FetchSettings(_Section):
@@ -571,8 +584,9 @@ class FetchSettings(_Section):
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
+    # hide_input_in_errors: a refused value may be a secret (a URL with a password, a webhook token)
     model_config = SettingsConfigDict(env_prefix="ETFUSE_", env_nested_delimiter="__",
-                                      extra="forbid", frozen=True)
+                                      extra="forbid", frozen=True, hide_input_in_errors=True)
 
     #: Runtime root; every folder of design.md §2 lives below it.
     home: Path = Path("var")

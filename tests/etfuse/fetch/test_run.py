@@ -87,3 +87,12 @@ def test_credentials_from_environment_dotenv_and_netrc(tmp_path, monkeypatch):
     monkeypatch.setenv("GLEAM_SFTP_PASSWORD", "epw")
     assert (login(settings, "GLEAM_SFTP", "x").username, login(settings, "GLEAM_SFTP", "x").password) == ("euser", "epw")
     assert "epw" not in settings.to_yaml() and "dpw" not in settings.to_yaml()
+
+
+def test_a_password_in_a_url_is_refused(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+    for source in ("gleam", "remote"):
+        with pytest.raises(ValidationError, match="carries a password") as refused:
+            make_settings(tmp_path, monkeypatch, **{source: {"url": "sftp://user:secret@host:2225/data"}})
+        assert "secret" not in str(refused.value)
+    assert make_settings(tmp_path, monkeypatch, gleam={"url": "sftp://user@host:2225"}).fetch.gleam.url
