@@ -144,6 +144,8 @@ class PullTransport:
         """The credential-free URL of a listed ``path`` (what the ledger records)."""
         if "://" in path:
             return public_url(path)
+        if self.protocol in ("s3", "gs"):              # listed paths start with the bucket
+            return f"{self.protocol}://{path.lstrip('/')}"
         netloc = (self.host or "") + (f":{self.port}" if self.port else "")
         return f"{self.protocol}://{netloc}/{path.lstrip('/')}"
 

@@ -82,3 +82,16 @@ def test_provider_down(tmp_path, monkeypatch):
                                                             **FAST})
     report = run_fetch(settings, ["remote"])
     assert report.sources[0].error_kind == "provider_down"
+
+
+def test_file_url_mirror(tmp_path, monkeypatch, upstream):
+    """Any fsspec URL: a mounted mirror as file://, with a resumable partial."""
+    data = make_files(upstream / "mirror", ["evp_202103.txt"])
+    settings = make_settings(tmp_path, monkeypatch, remote={"enabled": True, "url": (upstream / "mirror").as_uri(),
+                                                            "pattern": "evp_*.txt", **FAST})
+    report = run_fetch(settings, ["remote"])
+    assert report.sources[0].error is None
+    row, = report.sources[0].fetched
+    assert row.origin == (upstream / "mirror" / "evp_202103.txt").as_uri()
+    assert (settings.folder("landing") / "cma" / "evp_202103.txt").read_bytes() == data["evp_202103.txt"]
+    assert (upstream / "mirror" / "evp_202103.txt").exists()                   # never moved or deleted upstream
