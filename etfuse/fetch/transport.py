@@ -82,7 +82,7 @@ class PullTransport:
         self.known_hosts = known_hosts
         parts = urlsplit(url)
         self.protocol = parts.scheme or "file"
-        self.host, self.port = parts.hostname, parts.port
+        self.host, self.port, self.user = parts.hostname, parts.port, parts.username
         self.root = parts.path if self.protocol in ("sftp", "ssh", "file") else (
             f"{parts.netloc}{parts.path}" if self.protocol in ("s3", "gs") else public_url(url))
         self._fs: Any = None
@@ -91,9 +91,11 @@ class PullTransport:
         if self.protocol in ("sftp", "ssh"):
             options: dict[str, Any] = {"host": self.host, "port": self.port or 22,
                                        "connect_timeout": self.timeout_s, "login_timeout": self.timeout_s}
-            if self.login:
-                options.update(username=self.login.username, password=self.login.password,
-                               client_keys=None if self.login.password else (), agent_path=None)
+            if self.login and self.login.password:      # password login only: no keys, no agent
+                options.update(username=self.login.username, password=self.login.password, client_keys=None,
+                               agent_path=None)
+            elif self.login or self.user:              # key login (~/.ssh keys or the agent)
+                options["username"] = self.login.username if self.login else self.user
             # sshfs would skip host key checks when known_hosts is not given: always give it
             known_hosts = Path(self.known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser()
             if not known_hosts.is_file():
