@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings import YamlConfigSettingsSource
 
 RUNTIME_FOLDERS = ("landing", "archive", "quarantine", "harmonised", "product", "mlflow",
-                   "alerts", "reports", "cache")
+                   "alerts", "reports", "cache", "fetch")
 
 _yaml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("etfuse_yaml", default=None)
 
@@ -592,11 +592,120 @@ class WatchSettings(_Section):
     force_polling: bool = False
 
 
+class FetchSourceSettings(_Section):
+    """What every fetch plug-in shares: whether it runs, when, and how hard it tries.
+
+    Credentials are never settings: they come from the environment, ``.env`` or ``~/.netrc``
+    (docs/operations.md, "Fetching").
+    """
+
+    enabled: bool = False
+    #: When the scheduled ``fetch-<source>`` deployment runs (Prefect cron, ``schedule.timezone``).
+    cron: str = "0 5 * * *"
+    #: Extra attempts of one download after a failure (total attempts = 1 + retries).
+    retries: int = Field(3, ge=0, le=20)
+    #: Pause before the first retry [s]; doubles with every further retry.
+    backoff_s: float = Field(2.0, ge=0, le=600)
+    #: Longest wait for a connection or for the next block of a download [s]; a server silent
+    #: for longer counts as stalled and the attempt is retried.
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    #: Without --since, look back this many days for data not fetched yet [days].
+    lookback_days: int = Field(30, ge=1, le=3660)
+
+
+class Era5LandFetchSettings(FetchSourceSettings):
+    """ERA5-Land hourly from the Copernicus Climate Data Store (``cdsapi``)."""
+
+    cron: str = "0 4 * * *"
+    dataset: str = "reanalysis-era5-land"
+    #: CDS long names of what the reader uses: e (ET), ssr + str (net radiation), skt.
+    variables: tuple[str, ...] = ("total_evaporation", "surface_net_solar_radiation",
+                                  "surface_net_thermal_radiation", "skin_temperature")
+    #: ERA5-Land-T appears about this many days after the day [days]; later days are not asked for.
+    latency_days: int = Field(5, ge=0, le=60)
+    #: Days younger than this are still ERA5T when fetched; once older, final ERA5-Land should
+    #: exist and the days are asked for again [days] (ERA5T is replaced 2-3 months later).
+    final_delay_days: int = Field(90, ge=1, le=400)
+    #: Largest request, in fields = variables x hours x days [fields]; a month of the four
+    #: variables is 2,976 fields (the CDS refuses requests above its per-dataset cost limit).
+    max_fields_per_request: int = Field(12000, ge=24)
+    #: "netcdf" or "grib" (the reader reads both).
+    data_format: Literal["netcdf", "grib"] = "netcdf"
+
+
+class ModisFetchSettings(FetchSourceSettings):
+    """MOD11A1 tiles from NASA Earthdata (``earthaccess``)."""
+
+    cron: str = "0 6 * * *"
+    short_name: str = "MOD11A1"
+    version: str = "061"
+    #: Tiles to download, e.g. ``["h25v05"]``; empty = every tile touching the region.
+    tiles: tuple[str, ...] = ()
+
+
+class PullFetchSettings(FetchSourceSettings):
+    """What the pull sources (``gleam``, ``remote``) share: a server URL and its SSH host key."""
+
+    #: The server, e.g. ``sftp://host:2225/path`` or ``https://host/drop/``; never with a password.
+    url: str | None = None
+    #: SSH known_hosts file holding the server's host key; None = ``~/.ssh/known_hosts``.
+    known_hosts: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, value: str | None) -> str | None:
+        """Credentials never live in settings: a URL carrying a password is refused."""
+        from urllib.parse import urlsplit
+        if value and urlsplit(value).password:
+            raise ValueError("the URL carries a password; put credentials in the environment, .env or ~/.netrc "
+                             "(docs/operations.md, Fetching), not in settings")
+        return value
+
+
+class GleamFetchSettings(PullFetchSettings):
+    """GLEAM yearly files from its SFTP server (credentials: GLEAM_SFTP_USERNAME/_PASSWORD or .netrc);
+    ``url`` is the server, e.g. ``sftp://hydras.ugent.be:2225`` (the address comes with the registration)."""
+
+    cron: str = "0 7 * * 1"
+    #: Files below ``url``: ``{version}`` and ``{year}`` match any version (``v3.8a``, ``v4.2a``)
+    #: and year, so new years and new versions are picked up.
+    path_pattern: str = "/data/{version}/daily/{year}/E_{year}_GLEAM_{version}.nc"
+
+
+class RemoteFetchSettings(PullFetchSettings):
+    """A generic pull from any fsspec URL (``sftp://``, ``s3://``, an ``https://`` listing).
+
+    Credentials: ETFUSE_REMOTE_USERNAME/_PASSWORD, or the host's ``.netrc`` entry; S3 keys the
+    usual AWS way.
+    """
+
+    #: Shell pattern of file names below ``url`` to fetch (``*`` does not cross ``/``).
+    pattern: str = "*"
+    #: Search sub-folders of ``url`` too.
+    recursive: bool = False
+    #: The landing folder the files go to (a reader's name: ``cma``, ``stations`` ...).
+    target: str = "cma"
+
+
+class FetchSettings(_Section):
+    """``etfuse fetch``: bring each provider's new files into ``landing/<source>/``; see docs/operations.md."""
+
+    era5land: Era5LandFetchSettings = Era5LandFetchSettings()
+    modis: ModisFetchSettings = ModisFetchSettings()
+    gleam: GleamFetchSettings = GleamFetchSettings()
+    remote: RemoteFetchSettings = RemoteFetchSettings()
+    #: Download block size [bytes] (progress and stall checks happen once per block).
+    block_bytes: int = Field(1 << 20, ge=1024)
+    #: ``.env`` file read for credentials (variables already set win); None = ``./.env``.
+    env_file: Path | None = None
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
+    # hide_input_in_errors: a refused value may be a secret (a URL with a password, a webhook token)
     model_config = SettingsConfigDict(env_prefix="ETFUSE_", env_nested_delimiter="__",
-                                      extra="forbid", frozen=True)
+                                      extra="forbid", frozen=True, hide_input_in_errors=True)
 
     #: Runtime root; every folder of design.md §2 lives below it.
     home: Path = Path("var")
@@ -614,6 +723,7 @@ class Settings(BaseSettings):
     freshness: FreshnessSettings = FreshnessSettings()
     update: UpdateSettings = UpdateSettings()
     watch: WatchSettings = WatchSettings()
+    fetch: FetchSettings = FetchSettings()
     static: StaticSettings = StaticSettings()
     ingest: IngestSettings = IngestSettings()
     quality: QualitySettings = QualitySettings()

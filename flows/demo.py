@@ -1,6 +1,7 @@
 """``etfuse demo``: the whole operational story on embedded defaults, in one process.
 
-1. generate a synthetic world over the test region (about 21 months) in the providers' formats;
+1. generate a synthetic world over the test region (about 21 months) in the providers' formats and
+   fetch its GLEAM and CMA files from a local SFTP server (the providers' side) into landing;
 2. ingest its archive, with a few bad deliveries that are quarantined and alerted;
 3. train, evaluate and register v1; the gate promotes it;
 4. run the update flow over the last month (the product, its yearly file and quicklooks);
@@ -16,6 +17,7 @@ and Prefect's ephemeral API: no server, no network.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from datetime import date
@@ -65,6 +67,53 @@ def _held_back(path: Path) -> bool:
     return "202201" in name or "A2022001" in name
 
 
+def _fetch_from_sftp(world: Path, home: Path, config: Path, echo: Callable[[str], None]) -> int:
+    """GLEAM and CMA served by a local SFTP server laid out like the providers' (GLEAM's
+    ``/data/<version>/daily/<year>/``, a CMA drop folder), fetched into landing with the ledger."""
+    import re
+    import secrets
+
+    from etfuse.fetch.ledger import FetchLedger
+    from etfuse.fetch.run import run_fetch
+    from etfuse.fetch.sftpserver import LocalSftpServer
+
+    served = home / "provider_sftp"
+    for path in sorted((world / "landing" / "gleam").glob("*.nc")):
+        match = re.match(r"E_(\d{4})_GLEAM_(v[\w.]+)\.nc$", path.name)
+        if match and not _held_back(path):
+            target = served / "data" / match.group(2) / "daily" / match.group(1) / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+    (served / "cma").mkdir(parents=True)
+    for path in sorted((world / "landing" / "cma").iterdir()):
+        if not _held_back(path):
+            os.link(path, served / "cma" / path.name)
+    password = secrets.token_hex(8)
+    env_file = home / "provider.env"            # credentials live in .env, never in the settings file
+    env_file.write_text(f"GLEAM_SFTP_USERNAME=demo\nGLEAM_SFTP_PASSWORD={password}\n"
+                        f"ETFUSE_REMOTE_USERNAME=demo\nETFUSE_REMOTE_PASSWORD={password}\n")
+    env_file.chmod(0o600)
+    with LocalSftpServer(served, "demo", password, home / "provider_sftp_state") as server:
+        common = {"enabled": True, "known_hosts": str(server.known_hosts), "timeout_s": 30}
+        s = load_settings(config, home=home, fetch={"env_file": str(env_file),
+                                                    "gleam": {"url": server.url, **common},
+                                                    "remote": {"url": f"{server.url}/cma", "target": "cma", **common}})
+        report = run_fetch(s, ["gleam", "remote"])
+        again = run_fetch(s, ["gleam", "remote"])
+    for source in report.sources:
+        if source.error:
+            raise RuntimeError(f"demo fetch failed: {source.error}")
+        size = sum(r.size for r in source.fetched) / 1e6
+        echo(f"      fetch {source.source}: {len(source.fetched)} file(s), {size:.1f} MB from {server.url} "
+             f"into landing/{source.fetched[0].target}/" if source.fetched else f"      fetch {source.source}: nothing")
+    ledger = FetchLedger.of(s)
+    rows = ledger.rows()
+    echo(f"      fetch ledger {ledger.path}: {len(rows)} files, e.g. {rows[0].name} sha256 {rows[0].sha256[:12]} "
+         f"from {rows[0].origin}")
+    echo(f"      fetched again: {sum(len(x.fetched) for x in again.sources)} new file(s) (the ledger knows the rest)")
+    return sum(len(x.fetched) for x in report.sources)
+
+
 def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> dict:
     from etfuse.ingest import ingest_all
     from etfuse.synth.world import WorldSpec, generate
@@ -93,13 +142,16 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> dict
     s.ensure_folders()
     run = {"config": str(config), "home": str(home)}
 
-    _step(echo, 1, f"synthetic world {START}..{EXTRA_DAY} over {r.bbox} (truth kept apart in {world / 'truth'})", t0)
+    _step(echo, 1, f"fetch: a synthetic world {START}..{EXTRA_DAY} over {r.bbox} plays the providers (truth kept "
+                   f"apart in {world / 'truth'}); GLEAM and CMA are fetched from its SFTP server", t0)
     generate(world, WorldSpec(bbox=r.bbox, start=START, end=EXTRA_DAY, resolution_deg=r.resolution_deg, seed=42,
                               margin_deg=r.margin_deg))
     landing = s.folder("landing")
-    n = _deliver(world, landing, lambda p: not _held_back(p))
+    fetched = _fetch_from_sftp(world, home, config, echo)
+    n = fetched + _deliver(world, landing, lambda p: not _held_back(p) and p.parent.name not in ("gleam", "cma"))
     bad = _bad_deliveries(landing, world)
-    echo(f"      {n} provider files in {landing}, plus {len(bad)} bad deliveries: {', '.join(bad)}")
+    echo(f"      {n} provider files in {landing} ({fetched} fetched, the rest copied), plus {len(bad)} bad deliveries: "
+         f"{', '.join(bad)}")
 
     _step(echo, 2, "ingest the archive: validate every file (Great Expectations), accept or quarantine", t0)
     report = ingest_all(s, today=date(2022, 1, 5))

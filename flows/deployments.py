@@ -1,4 +1,5 @@
-"""Scheduled deployments of the flows: daily (ingest + update) and monthly retrain.
+"""Scheduled deployments of the flows: daily (ingest + update), monthly retrain, one
+``fetch-<source>`` per enabled fetch source (``fetch.<source>.cron``), and the on-demand ones.
 
 Two ways to run them, both reading the crons from ``settings.schedule``:
 
@@ -23,7 +24,8 @@ from etfuse.errors import EtfuseError
 ENTRYPOINTS = {"daily": "flows/daily.py:daily_flow", "retrain": "flows/retrain.py:retrain_flow",
                "history": "flows/history.py:history_flow", "rollback": "flows/rollback.py:rollback_flow",
                "backfill": "flows/backfill.py:backfill_flow",
-               "quarantine-release": "flows/quarantine.py:quarantine_release_flow"}
+               "quarantine-release": "flows/quarantine.py:quarantine_release_flow",
+               "fetch": "flows/fetch.py:fetch_flow"}
 #: Deployments that write the product: one run at a time each, further runs wait in the queue
 #: (ENQUEUE) instead of failing; across deployments the product lock orders them (the daily run first).
 PRODUCT_WRITERS = ("daily", "history", "rollback", "backfill")
@@ -55,19 +57,29 @@ def _server(settings) -> Iterator[str]:
 
 def _specs(settings, config: str | None) -> list[tuple[str, object, str | None, dict]]:
     """(name, flow, cron or None for run-on-demand, parameters) of every deployment."""
+    from etfuse.fetch.run import enabled_sources
     from flows.backfill import backfill_flow
     from flows.daily import daily_flow
+    from flows.fetch import fetch_flow
     from flows.history import history_flow
     from flows.quarantine import quarantine_release_flow
     from flows.retrain import retrain_flow
     from flows.rollback import rollback_flow
     params = {"config": config} if config else {}
+    # one fetch deployment per enabled source, on that source's own cron (fetch.<source>.cron)
+    fetches = [(f"fetch-{name}", fetch_flow, getattr(settings.fetch, name).cron, {**params, "sources": [name]})
+               for name in enabled_sources(settings)]
     return [("daily", daily_flow, settings.schedule.daily_cron, params),
             ("retrain", retrain_flow, settings.schedule.retrain_cron, params),
             ("history", history_flow, None, params),
             ("rollback", rollback_flow, None, params),
             ("backfill", backfill_flow, None, params),
-            ("quarantine-release", quarantine_release_flow, None, params)]
+            ("quarantine-release", quarantine_release_flow, None, params), *fetches]
+
+
+def _entrypoint(name: str) -> str:
+    """The flow behind a deployment name (``fetch-<source>`` deployments all run the fetch flow)."""
+    return ENTRYPOINTS["fetch"] if name.startswith("fetch-") else ENTRYPOINTS[name]
 
 
 def concurrency(name: str):
@@ -107,7 +119,7 @@ def register(settings, *, source: str, config: str | None = None) -> list[str]:
     ids = []
     with _server(settings):
         for name, _, cron, params in _specs(settings, config):
-            flow = Flow.from_source(source=source, entrypoint=ENTRYPOINTS[name])
+            flow = Flow.from_source(source=source, entrypoint=_entrypoint(name))
             ids.append(str(flow.deploy(name=name, work_pool_name=settings.schedule.work_pool, build=False, push=False,
                                        schedules=_schedules(settings, cron), parameters=params,
                                        tags=["etfuse"] + (["etfuse-product"] if name in PRODUCT_WRITERS else []),

@@ -147,6 +147,10 @@ def test_demo_end_to_end(tmp_path):
     out = result.stdout
     steps = [out.index(f"[{k}/8]") for k in range(1, 9)]
     assert steps == sorted(steps)
+    # the first step fetches GLEAM and CMA from a local SFTP server, once
+    assert re.search(r"fetch gleam: \d+ file\(s\), [\d.]+ MB from sftp://127.0.0.1:\d+ into landing/gleam/", out)
+    assert re.search(r"fetch remote: \d+ file\(s\).* into landing/cma/", out)
+    assert "fetched again: 0 new file(s)" in out
     # three bad deliveries quarantined and alerted, the 685 good files accepted
     assert "{'quarantined': 3, 'accepted': 685}" in out
     for name in ("era5land_202003.nc", "E_2019_GLEAM_v3.7a.nc", "E_2021_GLEAM_v3.7a_metres.nc"):
