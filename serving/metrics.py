@@ -219,6 +219,8 @@ class StateCollector:
 
 def make_registry(settings, product, model_registry=None) -> CollectorRegistry:
     """A fresh registry holding the state collector (the request middleware adds its own metrics)."""
-    registry = CollectorRegistry(auto_describe=True)
+    # auto_describe off: registering must not read the state (the product ledger, the alert log, a
+    # Prefect server that may be down) when the API starts; the state is read at scrape time only.
+    registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(settings, product, model_registry))
     return registry

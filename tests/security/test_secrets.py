@@ -31,8 +31,9 @@ TOKEN_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("GitHub token", re.compile(r"\bgithub_pat_[A-Za-z0-9_]{40,}\b")),
 )
 
-#: scheme://user:password@host; the password is judged by ``is_placeholder``
-URL_WITH_PASSWORD = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://(?P<user>[^\s:/@'\"`<>]*):(?P<password>[^\s@/'\"`<>]+)@")
+#: scheme://user:password@host; the password is judged by ``is_placeholder``.  A URL's user information
+#: ends at the first ``/``, ``?`` or ``#`` (RFC 3986), so ``host:port?to=ops@example.org`` is no password.
+URL_WITH_PASSWORD = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://(?P<user>[^\s:/?#@'\"`<>]*):(?P<password>[^\s@/?#'\"`<>]+)@")
 
 #: a setting whose name says it is a secret, with ``=`` (env, shell, ini) or ``: `` (YAML, JSON) after it
 SECRET_ASSIGNMENT = re.compile(
@@ -101,6 +102,8 @@ def scan_text(text: str, path: str, *, check_assignments: bool) -> list[Finding]
                 found.append(Finding(path, number, "URL with an embedded password", _mask(m.group(0))))
         if check_assignments and not line.lstrip().startswith("#"):
             for m in SECRET_ASSIGNMENT.finditer(line):
+                if re.search(r"_(?:FILE|PATH)$", m.group("key"), re.IGNORECASE):
+                    continue                 # ``credentials_file: /run/secrets/x`` names a file, it holds no secret
                 value = assignment_value(line[m.end():])
                 if value[:1] not in ("{", "[") and not is_placeholder(value):
                     found.append(Finding(path, number, f"literal value for {m.group('key')}", _mask(value)))
@@ -246,7 +249,9 @@ def test_the_scanner_finds_literal_secret_settings_in_config_files(tmp_path):
                        "      PGPASSWORD: ${MLFLOW_DB_PASSWORD:?set it in .env}\n"
                        "      PREFECT_API_AUTH_STRING: ${PREFECT_AUTH_USER:-admin}:${PREFECT_AUTH_PASSWORD:?set it}\n"
                        f'      "secretKey": "{literal}"\n'
-                       "      AUTH_STRING: ${PREFECT_AUTH_USER:-admin}:" + literal + "\n")
+                       "      AUTH_STRING: ${PREFECT_AUTH_USER:-admin}:" + literal + "\n"
+                       "      POSTGRES_PASSWORD_FILE: /run/secrets/postgres_password\n"
+                       "      credentials_file: /etc/prometheus/secrets/api_token\n")
     findings = scan_text(env.read_text(), ".env.example", check_assignments=True)
     assert [(f.line, f.kind) for f in findings] == [(1, "literal value for POSTGRES_PASSWORD"),
                                                     (2, "literal value for S3_SECRET_KEY")]
@@ -266,6 +271,8 @@ def test_the_scanner_finds_literal_secret_settings_in_config_files(tmp_path):
     ("postgresql://user:<password>@host/db", False),
     ("postgresql://mlflow@postgres:5432/mlflow", False),
     ("http://127.0.0.1:5000/health", False),
+    ("mailto://127.0.0.1:2525?from=etfuse@example.org&to=ops@example.org", False),
+    ("mailto://etfuse:" + "Xk29-qLw7@smtp.example.org:587?to=ops@example.org", True),
 ])
 def test_urls_with_passwords(url, secret):
     found = scan_text(f"uri = {url}\n", "docs/x.md", check_assignments=False)
