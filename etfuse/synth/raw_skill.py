@@ -27,8 +27,11 @@ SOURCES = ("gleam", "era5land")
 
 
 def _truth(world: Path) -> xr.DataArray:
-    files = sorted((world / "truth").glob("et_truth_*.nc"))
-    return xr.concat([xr.open_dataset(f)["et"].load() for f in files], dim="time")
+    parts = []
+    for path in sorted((world / "truth").glob("et_truth_*.nc")):
+        with xr.open_dataset(path) as ds:
+            parts.append(ds["et"].load())
+    return xr.concat(parts, dim="time")
 
 
 def _source_chunks(world: Path, source: str, settings) -> Iterator[xr.DataArray]:
