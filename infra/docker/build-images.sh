@@ -6,7 +6,7 @@
 #
 #   ETFUSE_BASE=local      (default) bases from debootstrap (infra/docker/base-image.sh):
 #                          local/python:3.11-bookworm and local/debian:bookworm
-#   ETFUSE_BASE=registry   the usual registry bases (python:3.11.14-slim-bookworm, debian:bookworm-slim)
+#   ETFUSE_BASE=registry   the usual registry bases (python:3.11.14-slim-bookworm, debian:12.12-slim)
 #   ETFUSE_IMAGE_CPU, ETFUSE_IMAGE_GPU, ETFUSE_IMAGE_POSTGRES, ETFUSE_IMAGE_SEAWEEDFS: the tags
 #                          (defaults as in docker-compose.yml; .env sets them for compose)
 #
@@ -30,7 +30,7 @@ case "$base" in
         python_image=local/python:3.11-bookworm debian_image=local/debian:bookworm ;;
     registry)
         python_image=${ETFUSE_PYTHON_IMAGE:-python:3.11.14-slim-bookworm}
-        debian_image=${ETFUSE_DEBIAN_IMAGE:-debian:bookworm-slim} ;;
+        debian_image=${ETFUSE_DEBIAN_IMAGE:-debian:12.12-slim} ;;
     *) echo "build-images: ETFUSE_BASE must be local or registry, not '$base'" >&2; exit 2 ;;
 esac
 
