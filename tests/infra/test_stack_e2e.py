@@ -245,8 +245,11 @@ def test_compose_stack_end_to_end(images, tmp_path):
     stack.compose("down", "--volumes", "--remove-orphans", check=False)      # leftovers of a killed run
     try:
         # ---- up, until healthy
+        # docker-compose 1.29's `up` itself waits for the health conditions of depends_on: time both
+        up_started = time.monotonic()
         stack.compose("up", "--detach", "--no-build", timeout=900)
-        up_to_healthy = stack.wait_healthy()
+        stack.wait_healthy()
+        up_to_healthy = time.monotonic() - up_started
         phase("up -> healthy")
         assert http("GET", f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1")[0] == 401
         assert http("POST", f"{prefect_api}/flow_runs/filter", body={})[0] == 401
@@ -336,8 +339,10 @@ def test_compose_stack_end_to_end(images, tmp_path):
         # ---- down, up: everything is still there
         stack.compose("down", timeout=300)
         assert stack.compose("ps", "--quiet").stdout.strip() == ""
+        up_started = time.monotonic()
         stack.compose("up", "--detach", "--no-build", timeout=900)
-        up_again = stack.wait_healthy()
+        stack.wait_healthy()
+        up_again = time.monotonic() - up_started
         assert champion()["version"] == "1"
         assert set(keys) <= set(s3_keys())
         assert product_files() == files
@@ -356,6 +361,8 @@ def test_compose_stack_end_to_end(images, tmp_path):
         run(["docker", "kill", worker])
         killed_state = state_of(killed_run)
         assert killed_state["type"] != "COMPLETED", "the daily run finished before the worker was killed"
+        # Prefect does not notice by itself that the run's process died with the worker: it stays
+        # RUNNING (docs/deployment.md, "Operating": how to find and close such runs)
         run(["docker", "start", worker])
         stack.wait_healthy()
         next_run = create_run("daily")
