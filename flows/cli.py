@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
-from flows import cli_models
+from flows import cli_evaluate, cli_models
 from flows.common import CLI_STATE, cli_config_path, cli_settings
 
 #: Defaults for the process environment: telemetry off (this machine is offline), and a generous start-up
@@ -126,6 +126,7 @@ def demo(
 quarantine_app = typer.Typer(no_args_is_help=True, help="Files that failed reading or validation.")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(cli_models.app, name="models", help="Registered model versions: list, show, promote, rollback, history.")
+app.command("evaluate")(cli_evaluate.evaluate)
 
 
 def _print_outcomes(report: dict) -> None:
