@@ -28,7 +28,7 @@ SOURCE_COLUMN = {"gleam": "gleam_et", "era5land": "era5land_et"}
 
 
 def _doy(frame: pd.DataFrame) -> np.ndarray:
-    return pd.to_datetime(frame["date"]).dt.dayofyear.to_numpy()
+    return pd.to_datetime(frame["date"]).dt.day_of_year.to_numpy()
 
 
 @dataclass
