@@ -131,8 +131,8 @@ def evaluate_gate(candidate_rmse: float, champion_rmse: float | None, gleam_rmse
     elif heldout_matches:
         checks.append(GateCheck("heldout", True, "scored on the same held-out station-days as the candidate's run"))
     if champion_rmse is None:
-        checks.append(GateCheck("champion", True, "no champion yet: the first version that beats both raw "
-                                                  "sources becomes champion"))
+        checks.append(GateCheck("champion", True, "no champion yet: the first version that passes every "
+                                                  "other check becomes champion"))
     else:
         who = f"champion v{champion_version}" if champion_version is not None else "champion"
         bar = champion_rmse - margin_mm
