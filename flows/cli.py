@@ -85,23 +85,29 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 0,
     resolution: Annotated[Optional[float], typer.Option(help="Truth grid cell [degrees]; default the region's.")] = None,
     gleam_lag_days: Annotated[int, typer.Option(help="GLEAM files stop this many days before --end.")] = 0,
+    profile: Annotated[str, typer.Option(help="fast (easy world for tests and the demo) or realistic "
+                                              "(docs/synthetic-worlds.md).")] = "fast",
 ) -> None:
     """Generate a synthetic world in the providers' real file formats, plus its truth."""
     from rich.progress import Progress
 
     from etfuse.settings import named_regions
+    from etfuse.synth.realistic import RealisticSpec, generate_realistic
     from etfuse.synth.world import WorldSpec, generate
 
+    if profile not in ("fast", "realistic"):
+        raise typer.BadParameter(f"unknown profile {profile!r}; expected fast or realistic", param_hint="--profile")
     regions = named_regions()
     if region not in regions:
         raise typer.BadParameter(f"unknown region {region!r}; expected one of {sorted(regions)}", param_hint="--region")
     r = regions[region]
     box = _parse_bbox(bbox) or (r["lon_min"], r["lat_min"], r["lon_max"], r["lat_max"])
-    spec = WorldSpec(bbox=box, start=start, end=end, seed=seed, resolution_deg=resolution or r["resolution_deg"],
+    make_spec, run = (RealisticSpec, generate_realistic) if profile == "realistic" else (WorldSpec, generate)
+    spec = make_spec(bbox=box, start=start, end=end, seed=seed, resolution_deg=resolution or r["resolution_deg"],
                      gleam_lag_days=gleam_lag_days)
     with Progress(transient=True) as progress:
         task = progress.add_task("generating days", total=None)
-        manifest = generate(out, spec, progress=lambda k, n: progress.update(task, completed=k, total=n))
+        manifest = run(out, spec, progress=lambda k, n: progress.update(task, completed=k, total=n))
     counts = ", ".join(f"{k}: {len(v)}" for k, v in manifest["files"].items())
     typer.echo(f"synthetic world {start}..{end} over {box} written to {out} ({counts}; "
                f"{len(manifest['stations'])} CMA stations)")

@@ -28,9 +28,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import ndimage
 
 from etfuse.grid import TargetGrid, bilinear_map
+from etfuse.synth.fields import (ERA5_RES, GLEAM_RES, LAMBDA_MJ_PER_KG, BlockMean, Lattice, SmoothNoise,
+                                  cumulative_profile, insolation_of, season_of, smooth_field)
 from etfuse.jsonutil import to_jsonable
 from etfuse.stations_meta import cma_stations, fluxnet_sites
 from etfuse.synth.writers_grids import write_era5land_cds_netcdf, write_gleam_year
@@ -39,9 +40,6 @@ from etfuse.synth.writers_stations import write_cma_evp_month, write_station_tab
 
 log = logging.getLogger(__name__)
 
-LAMBDA_MJ_PER_KG = 2.45
-GLEAM_RES = 0.25
-ERA5_RES = 0.1
 
 
 @dataclass(frozen=True)
@@ -97,99 +95,6 @@ class WorldSpec:
         return days
 
 
-@dataclass
-class _Lattice:
-    """A regular lat/lon lattice aligned to multiples of ``res`` (as the providers' grids are)."""
-
-    lat: np.ndarray
-    lon: np.ndarray
-    res: float
-
-    @classmethod
-    def covering(cls, bbox: tuple[float, float, float, float], res: float, centred_on_multiples: bool) -> "_Lattice":
-        w, s, e, n = bbox
-        if centred_on_multiples:   # ERA5-Land: centres at k * 0.1
-            lat = np.arange(np.ceil(n / res) * res, np.floor(s / res) * res - res / 2, -res)
-            lon = np.arange(np.floor(w / res) * res, np.ceil(e / res) * res + res / 2, res)
-        else:                      # GLEAM: edges at k * 0.25, centres in between
-            lat = np.arange(np.ceil(n / res) * res - res / 2, np.floor(s / res) * res, -res)
-            lon = np.arange(np.floor(w / res) * res + res / 2, np.ceil(e / res) * res, res)
-        return cls(np.round(lat, 6), np.round(lon, 6), res)
-
-    def labels(self, fine_lat: np.ndarray, fine_lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row/column of the lattice cell holding each fine centre."""
-        rows = np.clip(np.round((self.lat[0] - fine_lat) / self.res).astype(int), 0, self.lat.size - 1)
-        cols = np.clip(np.round((fine_lon - self.lon[0]) / self.res).astype(int), 0, self.lon.size - 1)
-        return rows, cols
-
-
-class _BlockMean:
-    """Mean of fine cells per coarse cell, by bincount (fast enough for the whole province)."""
-
-    def __init__(self, lattice: _Lattice, fine_lat: np.ndarray, fine_lon: np.ndarray) -> None:
-        rows, cols = lattice.labels(fine_lat, fine_lon)
-        self.shape = (lattice.lat.size, lattice.lon.size)
-        self.label = (rows[:, None] * self.shape[1] + cols[None, :]).ravel()
-        self.count = np.bincount(self.label, minlength=self.shape[0] * self.shape[1]).astype(np.float64)
-
-    def __call__(self, field: np.ndarray) -> np.ndarray:
-        total = np.bincount(self.label, weights=field.ravel(), minlength=self.count.size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (total / self.count).reshape(self.shape).astype(np.float32)
-
-
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma_cells: float) -> np.ndarray:
-    """A unit-variance Gaussian random field with correlation length ``sigma_cells``.
-
-    White noise is filtered on a padded domain and scaled by the filter's own norm (not by the
-    sample's spread), so a small domain gets the same statistics as a large one: on a domain
-    smaller than the correlation length the field is close to one random value, as it should be.
-    """
-    sigma = max(float(sigma_cells), 0.5)
-    pad = int(np.ceil(3 * sigma))
-    impulse = np.zeros((2 * pad + 1, 2 * pad + 1))
-    impulse[pad, pad] = 1.0
-    norm = np.sqrt((ndimage.gaussian_filter(impulse, sigma, mode="constant") ** 2).sum())
-    white = rng.standard_normal((shape[0] + 2 * pad, shape[1] + 2 * pad))
-    field = ndimage.gaussian_filter(white, sigma, mode="wrap")[pad:pad + shape[0], pad:pad + shape[1]]
-    return (field / norm).astype(np.float32)
-
-
-class _SmoothNoise:
-    """Unit-variance smooth random fields with a spatial scale and an AR(1) memory."""
-
-    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], cell_deg: float, scale_deg: float,
-                 rho: float) -> None:
-        self.rng, self.shape, self.rho = rng, shape, rho
-        self.sigma = scale_deg / cell_deg / 2.0
-        self.state = smooth_field(rng, shape, self.sigma)
-
-    def step(self) -> np.ndarray:
-        fresh = smooth_field(self.rng, self.shape, self.sigma)
-        self.state = (self.rho * self.state + np.sqrt(1 - self.rho ** 2) * fresh).astype(np.float32)
-        return self.state
-
-
-def _season(day: pd.Timestamp) -> float:
-    """0 in winter, 1 at the end of July: the growing-season shape of Qinghai grassland ET."""
-    return float(max(0.0, np.sin(2 * np.pi * (day.day_of_year - 110) / 365.0)) ** 1.3)
-
-
-def _insolation(day: pd.Timestamp) -> float:
-    """0..1 annual cycle of clear-sky radiation (peak at the June solstice)."""
-    return 0.5 + 0.5 * np.sin(2 * np.pi * (day.day_of_year - 80) / 365.0)
-
-
-def _cumulative_profile(kind: str) -> np.ndarray:
-    """Share of a day's accumulation reached at 01..24 UTC (Qinghai solar noon is about 05:20 UTC)."""
-    hours = np.arange(24) + 0.5
-    if kind == "solar":
-        w = np.clip(np.cos(2 * np.pi * (hours - 5.3) / 24.0), 0, None) ** 1.5
-    else:
-        w = np.ones(24)
-    return np.cumsum(w) / w.sum()
-
-
 class World:
     """The generator; ``run(out)`` writes landing/ and truth/ and returns a manifest."""
 
@@ -201,24 +106,24 @@ class World:
         # The fine grid covers the margin too, so coarse cells at the edge are fully averaged.
         self.fine = TargetGrid(w - m, e + m, s - m, n + m, spec.resolution_deg)
         self.rng = np.random.default_rng(spec.seed)
-        self.gleam_lattice = _Lattice.covering(self.fine.bbox(), GLEAM_RES, centred_on_multiples=False)
-        self.era5_lattice = _Lattice.covering(self.fine.bbox(), ERA5_RES, centred_on_multiples=True)
-        self.gleam_mean = _BlockMean(self.gleam_lattice, self.fine.lat, self.fine.lon)
-        self.era5_mean = _BlockMean(self.era5_lattice, self.fine.lat, self.fine.lon)
+        self.gleam_lattice = Lattice.covering(self.fine.bbox(), GLEAM_RES, centred_on_multiples=False)
+        self.era5_lattice = Lattice.covering(self.fine.bbox(), ERA5_RES, centred_on_multiples=True)
+        self.gleam_mean = BlockMean(self.gleam_lattice, self.fine.lat, self.fine.lon)
+        self.era5_mean = BlockMean(self.era5_lattice, self.fine.lat, self.fine.lon)
         # weather lives on a 0.05 deg lattice (cheap), interpolated bilinearly to the fine grid
-        self.weather_lattice = _Lattice.covering(self.fine.bbox(0.1), 0.05, centred_on_multiples=True)
+        self.weather_lattice = Lattice.covering(self.fine.bbox(0.1), 0.05, centred_on_multiples=True)
         self.to_fine = bilinear_map(self.fine, self.weather_lattice.lat, self.weather_lattice.lon)
         wshape = (self.weather_lattice.lat.size, self.weather_lattice.lon.size)
         self.noise = {
-            "rn": _SmoothNoise(self.rng, wshape, 0.05, 1.5, 0.6),
-            "temp": _SmoothNoise(self.rng, wshape, 0.05, 2.0, 0.8),
-            "moist": _SmoothNoise(self.rng, wshape, 0.05, 1.0, 0.9),
-            "cloud": _SmoothNoise(self.rng, wshape, 0.05, 0.6, 0.3),
+            "rn": SmoothNoise(self.rng, wshape, 0.05, 1.5, 0.6),
+            "temp": SmoothNoise(self.rng, wshape, 0.05, 2.0, 0.8),
+            "moist": SmoothNoise(self.rng, wshape, 0.05, 1.0, 0.9),
+            "cloud": SmoothNoise(self.rng, wshape, 0.05, 0.6, 0.3),
         }
         gshape = (self.gleam_lattice.lat.size, self.gleam_lattice.lon.size)
         eshape = (self.era5_lattice.lat.size, self.era5_lattice.lon.size)
-        self.gleam_noise = _SmoothNoise(self.rng, gshape, GLEAM_RES, spec.gleam.noise_scale_deg, spec.gleam.noise_rho)
-        self.era5_noise = _SmoothNoise(self.rng, eshape, ERA5_RES, spec.era5land.noise_scale_deg, spec.era5land.noise_rho)
+        self.gleam_noise = SmoothNoise(self.rng, gshape, GLEAM_RES, spec.gleam.noise_scale_deg, spec.gleam.noise_rho)
+        self.era5_noise = SmoothNoise(self.rng, eshape, ERA5_RES, spec.era5land.noise_scale_deg, spec.era5land.noise_rho)
         self.stations = self._stations()
         self.elevation = self._elevation()
         self.capacity = self._capacity()
@@ -262,13 +167,13 @@ class World:
     # ------------------------------------------------------------------ one day
     def _day(self, day: pd.Timestamp) -> dict[str, np.ndarray]:
         fine = lambda a: self.to_fine.apply(a)  # noqa: E731
-        season, insolation = _season(day), _insolation(day)
+        season, insolation = season_of(day), insolation_of(day)
         rn_anom = fine(self.noise["rn"].step())
         temp_anom = fine(self.noise["temp"].step())
         moist_anom = fine(self.noise["moist"].step())
         cloud_field = fine(self.noise["cloud"].step())
         rn = np.clip(1.0 + 13.0 * insolation + 2.5 * rn_anom, 0.2, None)                     # MJ m-2 d-1
-        t_mean = (273.15 - 9.0 + 22.0 * _insolation(day - pd.Timedelta(days=25))
+        t_mean = (273.15 - 9.0 + 22.0 * insolation_of(day - pd.Timedelta(days=25))
                   - 0.0065 * (self.elevation - 3000.0) + 3.0 * temp_anom)                   # K
         frost = np.clip((t_mean - 266.0) / 12.0, 0.0, 1.0)
         moisture = np.clip(0.35 + 0.45 * season + 0.2 * moist_anom, 0.05, 1.0)
@@ -280,7 +185,30 @@ class World:
         return {"et": et, "rn": rn.astype(np.float32), "t_mean": t_mean.astype(np.float32),
                 "diurnal_k": diurnal_k, "cloud": cloud_field >= cloud_cut, "season": np.float32(season)}
 
-    def _observe(self, truth_coarse: np.ndarray, err: SourceError, noise: _SmoothNoise, season: float) -> np.ndarray:
+    # ------------------------------------------------------------------ what the sources see (hooks)
+    def _era5_day(self, f: dict[str, np.ndarray]) -> dict:
+        """ERA5-Land's day on its lattice: et [mm], rn [MJ m-2], t_mean [K], diurnal_k [K], season."""
+        spec = self.spec
+        return {"et": self._observe(self.era5_mean(f["et"]), spec.era5land, self.era5_noise, f["season"]),
+                "rn": self.era5_mean(f["rn"]) * np.float32(1 + 0.08 * self.rng.standard_normal()),
+                "t_mean": self.era5_mean(f["t_mean"]) + np.float32(0.8),
+                "diurnal_k": self.era5_mean(f["diurnal_k"]), "season": f["season"]}
+
+    def _gleam_day(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        """GLEAM's ET [mm day-1] on its lattice."""
+        return self._observe(self.gleam_mean(f["et"]), self.spec.gleam, self.gleam_noise, f["season"])
+
+    def _modis_lst(self, day: pd.Timestamp, f: dict[str, np.ndarray]) -> np.ndarray | None:
+        """MODIS daytime LST [K] on the fine grid, NaN where cloudy; None when no file is written."""
+        lst = (f["t_mean"] + f["diurnal_k"] * np.float32(np.cos(2 * np.pi * (4.0 - 7.0) / 24.0))
+               + self.spec.modis_noise_k * self.rng.standard_normal(f["t_mean"].shape).astype(np.float32))
+        return np.where(f["cloud"], np.nan, lst)
+
+    def _finish(self, out: Path, days: pd.DatetimeIndex) -> dict:
+        """Extra files and manifest entries of a subclass; the default world has none."""
+        return {}
+
+    def _observe(self, truth_coarse: np.ndarray, err: SourceError, noise: SmoothNoise, season: float) -> np.ndarray:
         value = err.gain * truth_coarse + err.offset + err.seasonal * season + err.noise_sd * noise.step()
         return np.clip(value, 0.0, err.max_mm).astype(np.float32)
 
@@ -313,23 +241,20 @@ class World:
 
         for k, day in enumerate(all_days):
             f = self._day(day)
-            era5_days[day] = {"et": self._observe(self.era5_mean(f["et"]), spec.era5land, self.era5_noise, f["season"]),
-                              "rn": self.era5_mean(f["rn"]) * np.float32(1 + 0.08 * self.rng.standard_normal()),
-                              "t_mean": self.era5_mean(f["t_mean"]) + np.float32(0.8),
-                              "diurnal_k": self.era5_mean(f["diurnal_k"]), "season": f["season"]}
+            era5_days[day] = self._era5_day(f)
             if k > 0:
-                gleam_et = self._observe(self.gleam_mean(f["et"]), spec.gleam, self.gleam_noise, f["season"])
+                gleam_et = self._gleam_day(f)
                 if day <= gleam_last:
                     gleam_year.append((day, gleam_et))
                 truth_year.append((day, f["et"][region_rows, region_cols]))
                 station_rows.extend(self._station_day(day, f))
                 site_rows.extend(self._site_day(day, f))
-                lst = (f["t_mean"] + f["diurnal_k"] * np.float32(np.cos(2 * np.pi * (4.0 - 7.0) / 24.0))
-                       + spec.modis_noise_k * self.rng.standard_normal(f["t_mean"].shape).astype(np.float32))
-                lst = np.where(f["cloud"], np.nan, lst)[mrows, mcols]
-                path = landing / "modis" / f"MOD11A1.A{day:%Y%j}.etfuse.061.tif"
-                write_mod11a1_geotiff(path, day=day, lat=self.fine.lat[mrows], lon=self.fine.lon[mcols], lst_k=lst)
-                written["modis"].append(path.name)
+                lst = self._modis_lst(day, f)
+                if lst is not None:
+                    path = landing / "modis" / f"MOD11A1.A{day:%Y%j}.etfuse.061.tif"
+                    write_mod11a1_geotiff(path, day=day, lat=self.fine.lat[mrows], lon=self.fine.lon[mcols],
+                                          lst_k=lst[mrows, mcols])
+                    written["modis"].append(path.name)
                 last_of_month = k == len(all_days) - 1 or all_days[k + 1].month != day.month
                 if last_of_month:
                     written["era5land"].append(self._write_era5_month(landing / "era5land", era5_days, day,
@@ -349,7 +274,7 @@ class World:
         written["truth"].extend(self._write_static(out, region_rows, region_cols))
         manifest = {"spec": to_jsonable(asdict(spec)), "files": written,
                     "stations": self.stations["station_id"].tolist(),
-                    "region_shape": list(self.region.shape)}
+                    "region_shape": list(self.region.shape), **self._finish(out, days)}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
         return manifest
 
@@ -372,7 +297,7 @@ class World:
         day (or of the period's first day) to 23 UTC of its last day; the period's last file also
         holds the 00 UTC step after it, so every day of the period is complete somewhere."""
         spec = self.spec
-        solar, flat = _cumulative_profile("solar"), _cumulative_profile("flat")
+        solar, flat = cumulative_profile("solar"), cumulative_profile("flat")
         first = max(pd.Timestamp(month_end.year, month_end.month, 1), pd.Timestamp(spec.start))
         steps = pd.date_range(first, month_end + pd.Timedelta(hours=24 if final else 23), freq="h")
         era5t_from = pd.Timestamp(spec.end) - pd.Timedelta(days=spec.era5t_days - 1)
