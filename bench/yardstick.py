@@ -74,7 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap-samples", type=int, default=1000)
     p.add_argument("--work", type=Path, default=Path("/tmp/etfuse-yardstick"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "yardstick")
+    p.add_argument("--summary-only", action="store_true",
+                   help="only (re)build summary.md from the seeds' report.json files under --out (seeds run apart)")
     args = p.parse_args(argv)
+    if args.summary_only:
+        rows = [from_report(json.loads((args.out / f"seed{s}" / "report.json").read_text()), int(s))
+                for s in args.seeds.split(",")]
+        (args.out / "summary.md").write_text(summary(rows, args))
+        print((args.out / "summary.md").read_text())
+        return 0
 
     from training.protocol.report import write_report
     from training.protocol.run import run_protocol
@@ -103,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         [{"seed": int(o["seed"].iloc[0]), "strongest": s, "timings_s": t} for o, _, _, s, t in rows], indent=2))
     print((args.out / "summary.md").read_text())
     return 0
+
+
+def from_report(report: dict, seed: int):
+    """One seed's row of the summary from its report.json (as written by training/protocol/report.py)."""
+    tables = report["tables"]
+    frame = lambda key: pd.DataFrame(tables.get(key, [])).assign(seed=seed)  # noqa: E731
+    return frame("cv_overall"), frame("final_overall"), frame("cv_difference"), report["strongest_baseline"], \
+        report["timings_s"]
 
 
 def summary(rows, args) -> str:
