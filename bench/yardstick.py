@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap-samples", type=int, default=1000)
     p.add_argument("--work", type=Path, default=Path("/tmp/etfuse-yardstick"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "yardstick")
+    p.add_argument("--truth-days", type=int, default=14, help="days of the final test period scored on the grid")
+    p.add_argument("--no-truth", action="store_true", help="skip the gridded-truth scores")
     p.add_argument("--summary-only", action="store_true",
                    help="only (re)build summary.md from the seeds' report.json files under --out (seeds run apart)")
     args = p.parse_args(argv)
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.protocol.report import write_report
     from training.protocol.run import run_protocol
+    from training.protocol.truth import evaluate_truth
     from training.protocol.variants import VARIANTS
     from training.samples import build_samples
     from etfuse.store import HarmonisedStore
@@ -99,16 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         t_samples = time.perf_counter() - t0
         result = run_protocol(samples, settings, variants=variants, echo=lambda m: print(f"[seed {seed}] {m}", flush=True))
         result.timings["samples"] = t_samples
+        truth = settings.home / "world" / "truth"
+        if truth.is_dir() and not args.no_truth:
+            t0 = time.perf_counter()
+            result.truth = evaluate_truth(result, settings, HarmonisedStore(settings.harmonised), truth,
+                                          args.out / f"seed{seed}", n_days=args.truth_days).table
+            result.timings["truth"] = time.perf_counter() - t0
         title = f"{args.profile or 'default'} world, region {args.region}, {args.start}..{args.end}, seed {seed}"
         write_report(result, args.out / f"seed{seed}", settings, title=title)
         overall = result.cv["overall"].assign(seed=seed, split="cv")
         final = result.final_test.get("overall", pd.DataFrame()).assign(seed=seed, split="final")
         diff = result.cv.get("difference", pd.DataFrame()).assign(seed=seed)
-        rows.append((overall, final, diff, result.strongest_baseline, result.timings))
+        truth_table = None if result.truth is None else result.truth.assign(seed=seed)
+        rows.append((overall, final, diff, result.strongest_baseline, result.timings, truth_table))
         print(f"seed {seed}: protocol {result.timings['total']:.0f} s (+ samples {t_samples:.0f} s)", flush=True)
     (args.out / "summary.md").write_text(summary(rows, args))
     (args.out / "summary.json").write_text(json.dumps(
-        [{"seed": int(o["seed"].iloc[0]), "strongest": s, "timings_s": t} for o, _, _, s, t in rows], indent=2))
+        [{"seed": int(r[0]["seed"].iloc[0]), "strongest": r[3], "timings_s": r[4]} for r in rows], indent=2))
     print((args.out / "summary.md").read_text())
     return 0
 
@@ -117,8 +127,9 @@ def from_report(report: dict, seed: int):
     """One seed's row of the summary from its report.json (as written by training/protocol/report.py)."""
     tables = report["tables"]
     frame = lambda key: pd.DataFrame(tables.get(key, [])).assign(seed=seed)  # noqa: E731
+    truth = pd.DataFrame(report["truth"]).assign(seed=seed) if report.get("truth") else None
     return frame("cv_overall"), frame("final_overall"), frame("cv_difference"), report["strongest_baseline"], \
-        report["timings_s"]
+        report["timings_s"], truth
 
 
 def summary(rows, args) -> str:
@@ -147,18 +158,30 @@ def summary(rows, args) -> str:
         lines.append("")
     lines += ["## GCN-GRU variants minus the strongest baseline (RMSE, paired interval, cross-validation)", "",
               "| seed | strongest baseline | model | diff | 95 % interval | verdict |", "|---|---|---|---|---|---|"]
-    for _, _, diff, strongest, _ in rows:
+    for _, _, diff, strongest, *_ in rows:
         for rec in diff.to_dict("records"):
             if rec["model"] in ("gleam", "era5land") or rec["model"].startswith(("linear", "qmap", "clim", "hgb")):
                 continue
             verdict = "better beyond interval" if rec["hi"] < 0 else ("worse" if rec["lo"] > 0 else "tie")
             lines.append(f"| {rec['seed']} | {strongest} | {rec['model']} | {rec['diff']:+.3f} | "
                          f"[{rec['lo']:+.3f}, {rec['hi']:+.3f}] | {verdict} |")
+    truth_rows = [r[5] for r in rows if len(r) > 5 and r[5] is not None and len(r[5])]
+    if truth_rows:
+        t = pd.concat(truth_rows)
+        lines += ["", "## Against the gridded truth (whole grid, first days of the final test period)", "",
+                  "RMSE [mm/d] over all cells and over cells >= 20 km from every development station; seam = mean "
+                  "|neighbour difference| across minus inside source cells [mm/d] (truth's value in brackets).", "",
+                  "| seed | model | RMSE all | RMSE away | seam 0.1 deg | seam 0.25 deg |", "|---|---|---|---|---|---|"]
+        for rec in t.to_dict("records"):
+            lines.append(f"| {rec['seed']} | {rec['model']} | {rec['rmse_all']:.3f} | {rec['rmse_away']:.3f} | "
+                         f"{rec['seam_era5land_0.1deg']:.3f} ({rec['truth_seam_era5land_0.1deg']:.3f}) | "
+                         f"{rec['seam_gleam_0.25deg']:.3f} ({rec['truth_seam_gleam_0.25deg']:.3f}) |")
     lines += ["", "## Cost [s] (2 cores shared with other work; noisy)", "",
-              "| seed | samples | cross-validation | final test | total protocol |", "|---|---|---|---|---|"]
-    for overall, _, _, _, t in rows:
+              "| seed | samples | cross-validation | final test | total protocol | gridded truth |",
+              "|---|---|---|---|---|---|"]
+    for overall, _, _, _, t, *_ in rows:
         lines.append(f"| {overall['seed'].iloc[0]} | {t.get('samples', 0):.0f} | {t.get('cross_validation', 0):.0f} "
-                     f"| {t.get('final_test', 0):.0f} | {t.get('total', 0):.0f} |")
+                     f"| {t.get('final_test', 0):.0f} | {t.get('total', 0):.0f} | {t.get('truth', 0):.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,10 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Report folder; default $ETFUSE_HOME/reports/"
                                                      "evaluation-<UTC time>.")] = None,
     title: Annotated[str, typer.Option(help="Title of the Markdown report.")] = "etfuse evaluation",
+    truth: Annotated[Optional[Path], typer.Option(help="A synthetic world's truth/ folder: also score the final "
+                                                       "models on the whole grid against it (RMSE map, skill away "
+                                                       "from stations, seams).")] = None,
+    truth_days: Annotated[int, typer.Option(help="Days of the final test period scored against the truth.")] = 14,
 ) -> None:
     """Run the evaluation protocol and write its report."""
     from training.protocol.variants import VARIANTS
@@ -46,7 +50,14 @@ def evaluate(
     from training.protocol.run import run_protocol
     from training.protocol.scores import markdown_table
 
+    if truth is not None and not (truth / f"et_truth_{samples.days[-1].year}.nc").exists():
+        typer.echo(f"error: {truth} holds no et_truth_<year>.nc of the stored period (expected a synthetic "
+                   "world's truth/ folder)", err=True)
+        raise typer.Exit(2)
     result = run_protocol(samples, s, variants=chosen, echo=typer.echo)
+    if truth is not None:
+        from training.protocol.truth import evaluate_truth
+        result.truth = evaluate_truth(result, s, HarmonisedStore(s.harmonised), truth, folder, n_days=truth_days).table
     paths = write_report(result, folder, s, title=title)
     typer.echo("\ncross-validation, out-of-fold, 95 % block-bootstrap intervals:")
     typer.echo(markdown_table(result.cv["overall"]))

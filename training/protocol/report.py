@@ -51,6 +51,20 @@ def to_markdown(result: ProtocolResult, title: str, settings) -> str:
         lines += ["## Final test (scored once, after all choices)", "", markdown_table(result.final_test["overall"]), ""]
         if "difference" in result.final_test:
             lines += [markdown_difference(result.final_test["difference"]), ""]
+    if result.truth is not None and len(result.truth):
+        t = result.truth
+        lines += ["## Against the gridded truth (whole grid, first days of the final test period)", "",
+                  f"{int(t['days'].iloc[0])} days; `away` = {int(t['cells_away'].iloc[0])} cells at least "
+                  f"{cfg.away_km:g} km from every development station. Seam = mean |neighbour difference| across "
+                  "source-cell edges minus inside source cells [mm/d] (the truth's own value beside it; above "
+                  "the truth's = the source's blocks show through).", "",
+                  "| model | RMSE all | RMSE away | RMSE near | seam 0.1 deg (truth) | seam 0.25 deg (truth) |",
+                  "|---|---|---|---|---|---|"]
+        for rec in t.to_dict("records"):
+            lines.append(f"| {rec['model']} | {rec['rmse_all']:.3f} | {rec['rmse_away']:.3f} | {rec['rmse_near']:.3f} "
+                         f"| {rec['seam_era5land_0.1deg']:.3f} ({rec['truth_seam_era5land_0.1deg']:.3f}) "
+                         f"| {rec['seam_gleam_0.25deg']:.3f} ({rec['truth_seam_gleam_0.25deg']:.3f}) |")
+        lines.append("")
     lines += ["## Cost", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in result.timings.items()]
     if epochs:
@@ -120,6 +134,7 @@ def write_report(result: ProtocolResult, folder: Path, settings, title: str = "e
                           "validation": len(f.validation), "test": len(f.test)} for f in result.folds],
                "strongest_baseline": result.strongest_baseline, "verdict": verdict(result),
                "timings_s": result.timings, "fits": result.fits,
+               "truth": None if result.truth is None else result.truth.replace({np.nan: None}).to_dict("records"),
                "tables": {k: v.replace({np.nan: None}).to_dict("records") for k, v in tables.items()}}
     js = folder / "report.json"
     js.write_text(json.dumps(payload, indent=2, default=str))

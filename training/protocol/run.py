@@ -41,14 +41,21 @@ class ProtocolResult:
     strongest_baseline: str
     timings: dict[str, float] = field(default_factory=dict)
     fits: list[dict] = field(default_factory=list)
+    dev_stations: pd.DataFrame = field(default_factory=pd.DataFrame)   # the stations the final models saw
+    final_baselines: dict[str, object] = field(default_factory=dict)   # fitted on all development data
+    final_models: dict[str, object] = field(default_factory=dict)      # GCN-GRU variants, idem
+    truth: pd.DataFrame | None = None     # gridded-truth scores (training/protocol/truth.py), synthetic worlds
 
 
 def _fit_baselines(train: pd.DataFrame, test: pd.DataFrame, seed: int, out: pd.DataFrame, rows: np.ndarray,
-                   timings: dict[str, float]) -> None:
+                   timings: dict[str, float]) -> dict[str, object]:
+    fitted = {}
     for name, model in baselines(seed).items():
         t0 = time.perf_counter()
         out.loc[rows, name] = model.fit(train).predict(test)
+        fitted[name] = model
         timings[f"baseline:{name}"] = timings.get(f"baseline:{name}", 0.0) + time.perf_counter() - t0
+    return fitted
 
 
 def run_protocol(samples: SampleSet, settings, *, variants: tuple[str, ...] = ("gcn_gru",), final: bool = True,
@@ -77,7 +84,7 @@ def run_protocol(samples: SampleSet, settings, *, variants: tuple[str, ...] = ("
                                zip(pd.concat([fold.train, fold.validation])["s"], pd.concat([fold.train, fold.validation])["d"])])
         _fit_baselines(frame.iloc[train_rows], frame.iloc[rows], cfg.seed, frame, rows, timings)
         for variant in variants:
-            pred, info = fit_and_predict(dev, variant, fold.train, fold.validation, fold.test, settings)
+            pred, info, _ = fit_and_predict(dev, variant, fold.train, fold.validation, fold.test, settings)
             frame.loc[rows, variant] = pred
             fits.append({"fold": fold.index, **info})
             timings[f"model:{variant}"] = timings.get(f"model:{variant}", 0.0) + info["seconds"]
@@ -94,6 +101,8 @@ def run_protocol(samples: SampleSet, settings, *, variants: tuple[str, ...] = ("
 
     final_frame = pd.DataFrame()
     final_tables: dict[str, pd.DataFrame] = {}
+    final_baselines: dict[str, object] = {}
+    final_models: dict[str, object] = {}
     if final:
         t0 = time.perf_counter()
         fkeys = final_test_keys(samples, test_set)
@@ -102,19 +111,22 @@ def run_protocol(samples: SampleSet, settings, *, variants: tuple[str, ...] = ("
             final_frame = cell_frame(samples, fkeys, full_blocks)
             for raw, column in RAW.items():
                 final_frame[raw] = final_frame[column]
-            _fit_baselines(frame, final_frame, cfg.seed, final_frame, final_frame.index.to_numpy(), {})
+            final_baselines = _fit_baselines(frame, final_frame, cfg.seed, final_frame, final_frame.index.to_numpy(), {})
             all_keys = dev.keys()
             rng = np.random.default_rng(cfg.seed + 3)
             order = rng.permutation(len(all_keys))
             n_val = max(1, int(round(settings.training.validation_fraction * len(all_keys))))
             for variant in variants:
-                pred, info = fit_and_predict(dev, variant, all_keys.iloc[np.sort(order[n_val:])],
-                                             all_keys.iloc[np.sort(order[:n_val])], fkeys, settings, test_samples=samples)
+                pred, info, model = fit_and_predict(dev, variant, all_keys.iloc[np.sort(order[n_val:])],
+                                                    all_keys.iloc[np.sort(order[:n_val])], fkeys, settings,
+                                                    test_samples=samples)
                 final_frame[variant] = pred
+                final_models[variant] = model
                 fits.append({"fold": "final", **info})
             final_tables = score_tables(final_frame, models, block_days=cfg.bootstrap_block_days,
                                         samples=cfg.bootstrap_samples, seed=cfg.seed, reference=strongest)
         timings["final_test"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     return ProtocolResult(final=test_set, folds=folds, models=models, cv_frame=frame, final_frame=final_frame, cv=cv,
-                          final_test=final_tables, strongest_baseline=strongest, timings=timings, fits=fits)
+                          final_test=final_tables, strongest_baseline=strongest, timings=timings, fits=fits,
+                          dev_stations=dev.stations, final_baselines=final_baselines, final_models=final_models)

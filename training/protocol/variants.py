@@ -56,11 +56,13 @@ def cv_settings(settings, variant: str):
 
 
 def fit_and_predict(samples: SampleSet, variant: str, train: pd.DataFrame, validation: pd.DataFrame,
-                    test: pd.DataFrame, settings, *, test_samples: SampleSet | None = None) -> tuple[np.ndarray, dict]:
+                    test: pd.DataFrame, settings, *, test_samples: SampleSet | None = None
+                    ) -> tuple[np.ndarray, dict, object]:
     """Train ``variant`` on ``train`` (early stopping on ``validation``), predict ``test`` keys.
 
     ``test_samples`` (default ``samples``) is where the test keys point: the final test uses the
-    full ``SampleSet`` while training only ever sees the development one.
+    full ``SampleSet`` while training only ever sees the development one.  Returns the
+    predictions, a record of the fit and the trained model.
     """
     local = variant_samples(samples, variant)
     split = Split(train=train, validation=validation, spatial=test.iloc[:0], temporal=test.iloc[:0],
@@ -72,4 +74,4 @@ def fit_and_predict(samples: SampleSet, variant: str, train: pd.DataFrame, valid
     target = variant_samples(test_samples, variant) if test_samples is not None else local
     pred = predict(result.model, PatchBatcher(target, torch.device("cpu")), test)
     return pred.astype(np.float64), {"variant": variant, "seconds": seconds, "best_epoch": result.best_epoch,
-                                     "epochs_run": len(result.history)}
+                                     "epochs_run": len(result.history)}, result.model

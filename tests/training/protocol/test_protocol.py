@@ -281,3 +281,27 @@ def test_gate_refuses_a_tie_with_the_baseline_and_a_tie_with_the_champion():
 def test_gate_promotes_a_clear_winner():
     checks = _gate(0.9, np.linspace(0.1, 5, 100), (-0.1, -0.15, -0.05), vs_champion=(-0.2, -0.3, -0.1))
     assert all(c.passed for c in checks), [c.text for c in checks if not c.passed]
+
+
+# ---------------------------------------------------------------------------- gridded truth
+def test_seam_score_sees_source_blocks_and_not_smooth_fields():
+    from training.protocol.truth import seam_score
+    lat = 36.0 - (np.arange(50) + 0.5) * 0.01
+    lon = 100.0 + (np.arange(60) + 0.5) * 0.01
+    smooth = np.sin(lon[None, None, :] * 3) + np.cos(lat[None, :, None] * 2) + np.zeros((2, 1, 1))
+    blocks = np.floor(lon / 0.25)[None, None, :] + np.floor(lat / 0.25)[None, :, None] + np.zeros((2, 1, 1))
+    assert abs(seam_score(smooth, lat, lon, 0.25, 0.125)) < 0.01
+    assert seam_score(blocks, lat, lon, 0.25, 0.125) > 0.5          # GLEAM centres at .125: edges at .25
+    assert seam_score(blocks, lat, lon, 0.25, 0.0) < 0.1             # edges elsewhere: no seam there
+
+
+def test_distance_and_truth_scores_split_away_cells():
+    from etfuse.grid import TargetGrid
+    from training.protocol.truth import distance_to_stations_km, truth_scores
+    grid = TargetGrid(100.0, 101.0, 36.0, 37.0, 0.05)
+    dist = distance_to_stations_km(grid, np.array([36.5]), np.array([100.5]))
+    assert dist.min() < 5 and dist.max() > 50
+    truth = np.ones((3,) + grid.shape)
+    pred = truth + (dist >= 20)[None] * 1.0                      # wrong only away from the station
+    table = truth_scores({"m": pred}, truth, grid, dist, away_km=20).table.set_index("model")
+    assert table.loc["m", "rmse_away"] == pytest.approx(1.0) and table.loc["m", "rmse_near"] == pytest.approx(0.0)
