@@ -89,6 +89,19 @@ class CmaSettings(_Section):
     accepted_qc: tuple[int, ...] = (0, 1, 4, 9)
 
 
+class FluxnetSettings(_Section):
+    """Turning FLUXNET2015 daily latent heat flux into ET (docs/data-sources.md, FLUXNET2015).
+
+    ``le_variable`` picks the flux: ``LE_F_MDS`` (gap-filled, as measured) or ``LE_CORR`` (scaled
+    for energy-balance closure; a file without the column is refused, a day without a value is
+    missing).  Either way a day counts only if ``LE_F_MDS_QC``, the share of its half-hours that
+    were measured or gap-filled with good quality, is at least ``min_qc_fraction`` [1].
+    """
+
+    le_variable: Literal["LE_F_MDS", "LE_CORR"] = "LE_F_MDS"
+    min_qc_fraction: float = Field(0.5, ge=0, le=1)
+
+
 class ModisSettings(_Section):
     """MOD11A1 quality screening and the lat/lon grid the sinusoidal tiles are resampled to."""
 
@@ -517,6 +530,7 @@ class Settings(BaseSettings):
     #: Days of input the GCN-GRU sees per prediction [days].
     window_days: int = Field(7, ge=1, le=60)
     cma: CmaSettings = CmaSettings()
+    fluxnet: FluxnetSettings = FluxnetSettings()
     modis: ModisSettings = ModisSettings()
     lst: LstSettings = LstSettings()
     schedule: ScheduleSettings = ScheduleSettings()

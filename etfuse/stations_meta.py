@@ -3,7 +3,7 @@
 The facts tables live in ``etfuse/data`` (see its README for their origin):
 
 * ``cma_stations_qinghai.csv``: the CMA national stations in Qinghai, decimal degrees, elevation [m];
-* ``fluxnet_sites.csv``: FLUXNET2015 sites in or near the region.
+* ``fluxnet_sites.csv``: every FLUXNET2015 site (212): id, name, lat, lon, elevation, IGBP class.
 
 Readers use them when a file names a station without giving its coordinates (plain station tables,
 FLUXNET files, whose coordinates live in the site list, not in the data file).
@@ -34,7 +34,7 @@ def cma_stations() -> pd.DataFrame:
 
 
 def fluxnet_sites() -> pd.DataFrame:
-    """FLUXNET2015 sites: ``site_id`` (str, e.g. CN-HaM), name, lat, lon [degrees], elevation_m [m]."""
+    """FLUXNET2015 sites: ``site_id`` (str, e.g. CN-HaM), name, lat, lon [degrees], elevation_m [m], igbp, elevation_source."""
     return _read_facts("fluxnet_sites.csv").copy()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,14 +27,28 @@ SOURCES = ("gleam", "era5land")
 
 
 def _truth(world: Path) -> xr.DataArray:
-    files = sorted((world / "truth").glob("et_truth_*.nc"))
-    return xr.open_mfdataset(files, combine="by_coords")["et"].load() if len(files) > 1 else \
-        xr.open_dataset(files[0])["et"].load()
+    parts = []
+    for path in sorted((world / "truth").glob("et_truth_*.nc")):
+        with xr.open_dataset(path) as ds:
+            parts.append(ds["et"].load())
+    return xr.concat(parts, dim="time")
 
 
-def _source_et(world: Path, source: str, settings) -> xr.DataArray:
+def _source_chunks(world: Path, source: str, settings) -> Iterator[xr.DataArray]:
+    """Daily ET of a source, one file's days at a time (bounded memory on a 2-year province world).
+
+    ERA5-Land's last day of a month is completed by the next file's first 00 UTC step, so each
+    monthly file is read together with the next one and only its own month is kept.
+    """
     paths = sorted((world / "landing" / source).glob("*.nc"))
-    return read_source(source, paths, settings=settings)["et"].load()
+    for k, path in enumerate(paths):
+        if source == "era5land":
+            et = read_source(source, paths[k:k + 2], settings=settings)["et"]
+            month = pd.Timestamp(path.stem.split("_")[-1] + "01")
+            days = pd.DatetimeIndex(et["time"].values)
+            yield et.sel(time=days[(days.year == month.year) & (days.month == month.month)]).load()
+        else:
+            yield read_source(source, [path], settings=settings)["et"].load()
 
 
 def _scores(source: str, against: str, obs: np.ndarray, sim: np.ndarray) -> dict:
@@ -60,27 +75,29 @@ def raw_source_skill(world: Path, *, cell_stride: int = 1) -> pd.DataFrame:
     truth = _truth(world)
     stations = pd.read_csv(world / "truth" / "stations_truth.csv", parse_dates=["date"])
     srow, scol = grid.cell_of(stations["lat"].values, stations["lon"].values)
+    truth_days = pd.DatetimeIndex(truth["time"].values)
+    r, c = np.arange(0, grid.shape[0], cell_stride), np.arange(0, grid.shape[1], cell_stride)
     rows_out = []
     with tempfile.TemporaryDirectory() as home:
         settings = load_settings(home=Path(home), region={"name": "world", "lon_min": w, "lon_max": e, "lat_min": s,
                                                           "lat_max": n, "resolution_deg": res})
         for source in SOURCES:
-            field = _source_et(world, source, settings)
-            days = pd.DatetimeIndex(field["time"].values)
-            shared = days.intersection(pd.DatetimeIndex(truth["time"].values))
-            field = field.sel(time=shared)
-            index = nearest_map(grid, field["lat"].values, field["lon"].values)
-            values = np.asarray(field.values, dtype=np.float32)
-            day_of = {d: k for k, d in enumerate(shared)}
-            k = stations["date"].map(day_of)
-            ok = k.notna().values & (srow >= 0)
-            kk = k.values[ok].astype(int)
-            sim = values[kk, index.rows[srow[ok]], index.cols[scol[ok]]]
-            rows_out.append(_scores(source, "stations", stations["et_obs_mm"].values[ok], sim))
-            rows_out.append(_scores(source, "station_cells", stations["et_truth_mm"].values[ok], sim))
-            r = np.arange(0, grid.shape[0], cell_stride)
-            c = np.arange(0, grid.shape[1], cell_stride)
-            sim_grid = values[:, index.rows[r][:, None], index.cols[c][None, :]]
-            obs_grid = truth.sel(time=shared).values[:, r][:, :, c]
-            rows_out.append(_scores(source, "truth", obs_grid.ravel(), sim_grid.ravel()))
+            pairs: dict[str, tuple[list, list]] = {k: ([], []) for k in ("stations", "station_cells", "truth")}
+            for field in _source_chunks(world, source, settings):
+                shared = pd.DatetimeIndex(field["time"].values).intersection(truth_days)
+                if shared.empty:
+                    continue
+                field = field.sel(time=shared)
+                index = nearest_map(grid, field["lat"].values, field["lon"].values)
+                values = np.asarray(field.values, dtype=np.float32)
+                k = stations["date"].map({d: i for i, d in enumerate(shared)})
+                ok = k.notna().values & (srow >= 0)
+                sim = values[k.values[ok].astype(int), index.rows[srow[ok]], index.cols[scol[ok]]]
+                for name, column in (("stations", "et_obs_mm"), ("station_cells", "et_truth_mm")):
+                    pairs[name][0].append(stations[column].values[ok])
+                    pairs[name][1].append(sim)
+                pairs["truth"][0].append(truth.sel(time=shared).values[:, r][:, :, c].ravel())
+                pairs["truth"][1].append(values[:, index.rows[r][:, None], index.cols[c][None, :]].ravel())
+            for name, (obs, sim) in pairs.items():
+                rows_out.append(_scores(source, name, np.concatenate(obs), np.concatenate(sim)))
     return pd.DataFrame(rows_out)

@@ -1,6 +1,7 @@
-"""A synthetic but realistic world: daily truth ET and the provider files derived from it.
+"""The fast synthetic world (default profile): daily truth ET and the provider files derived from it.
 
-No provider archive is reachable here, so tests and the demo run on this world (design.md §6).
+No provider archive is reachable here, so tests and the demo run on this world
+(docs/architecture.md, "The synthetic world").
 
 The truth lives on a fine grid (the target resolution) over the region plus a margin:
 
@@ -14,7 +15,9 @@ The truth lives on a fine grid (the target resolution) over the region plus a ma
 Each source sees the truth through its own resolution, bias and noise (magnitudes chosen so that,
 against stations, GLEAM's RMSE is about 3.5 mm/d and ERA5-Land's about 2.6 mm/d, as the published
 dataset reports), and is written in the provider's real layout into ``landing/<source>/``.  The
-truth goes to ``truth/`` and never into any landing file.
+truth goes to ``truth/`` and never into any landing file.  ``etfuse.synth.realistic`` subclasses
+``World`` through its hooks (``_day``, ``_era5_day``, ``_gleam_day``, ``_modis_lst``,
+``_station_day``, ``_write_cma``, ``_finish``) for the realistic profile (docs/synthetic-worlds.md).
 """
 
 from __future__ import annotations

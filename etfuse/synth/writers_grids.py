@@ -1,4 +1,4 @@
-"""Writers of gridded provider files in the providers' own layouts (design.md §3).
+"""Writers of gridded provider files in the providers' own layouts (docs/data-formats.md).
 
 They exist for the synthetic world and for tests: whatever they write must be read by the same
 reader code that reads real deliveries, so each mirrors a real layout closely (names, dtypes,

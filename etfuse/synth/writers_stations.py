@@ -1,4 +1,4 @@
-"""Writers of station files in the providers' own layouts (design.md §3).
+"""Writers of station files in the providers' own layouts (docs/data-formats.md).
 
 For the synthetic world and tests: whatever they write is read by the same reader code as real
 deliveries (``etfuse.sources.cma``, ``stations``, ``fluxnet``), so each mirrors the real layout:

@@ -30,14 +30,15 @@ def _et(le: float, t: float | None) -> float:
     return le * 86400.0 / lam
 
 
-def _read(path, **kw):
-    return read_source("fluxnet", path, settings=load_settings(), **kw)
+def _read(path, settings=None, **kw):
+    return read_source("fluxnet", path, settings=settings or load_settings(), **kw)
 
 
 @pytest.mark.realdata
 def test_real_cn_ham_daily_file():
     path = realdata_file("fluxnet", HAM)
-    ds = _read(path)
+    filtered = _read(path)                                  # default: days with LE_F_MDS_QC < 0.5 lose their ET
+    ds = _read(path, settings=load_settings(fluxnet={"min_qc_fraction": 0.0}))
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert ds.sizes["obs"] == len(rows) == 1096
@@ -59,7 +60,11 @@ def test_real_cn_ham_daily_file():
     # summer ET at an alpine meadow is a few mm a day; the three-year mean about 1 mm/day
     summer = pd.DatetimeIndex(ds["time"].values).month.isin([6, 7, 8])
     assert 2.0 < float(np.nanmean(ds["et"].values[summer])) < 4.0
-    assert not np.isnan(ds["et"].values).any()              # LE_F_MDS is never -9999 in this file
+    # LE_F_MDS is never -9999 in this file; the days with less than half good half-hours lose their ET
+    qc = np.array([float(r["LE_F_MDS_QC"]) for r in rows])
+    assert not np.isnan(ds["et"].values).any() and (qc < 0.5).sum() == 33
+    assert np.array_equal(np.isnan(filtered["et"].values), qc < 0.5)
+    np.testing.assert_array_equal(filtered["et"].values[qc >= 0.5], ds["et"].values[qc >= 0.5])
     # TA_F_MDS has -9999 days; the reader uses TA_F, so those days still get a temperature
     fills = [i for i, r in enumerate(rows) if r["TA_F_MDS"] == "-9999"]
     assert len(fills) == 284
@@ -101,8 +106,8 @@ def test_fills_and_temperature_fallbacks(tmp_path):
                    TA_F=[10.0, 10.0, np.nan, np.nan, 5.0], TA_F_MDS=[10.0, 10.0, 4.0, np.nan, -20.0])
     ds = _read(_write(tmp_path, table))
     assert ds.sizes["obs"] == 5                                   # the -9999 day is kept as NaN
-    np.testing.assert_allclose(ds["et"].values,
-                               [_et(50, 10), np.nan, _et(70, 4), _et(80, None), _et(90, 5)], rtol=1e-6)
+    np.testing.assert_allclose(ds["et"].values,                  # QC 0.25 < 0.5: no ET that day
+                               [_et(50, 10), np.nan, np.nan, _et(80, None), _et(90, 5)], rtol=1e-6)
     np.testing.assert_allclose(ds["latent_heat_flux"].values, [50, np.nan, 70, 80, 90], rtol=1e-6)
     np.testing.assert_allclose(ds["qc_fraction"].values, [1.0, np.nan, 0.25, 0.5, 0.75], rtol=1e-6)
     assert ds["qc_fraction"].dtype == np.float32 and ds["et"].dtype == np.float32
@@ -122,7 +127,8 @@ def test_round_trip(tmp_path):
 
 @pytest.mark.parametrize("name, match", [
     ("FLX_US-Xyz_FLUXNET2015_FULLSET_DD_2019-2019_1-4.csv",
-     r"FLX_US-Xyz.*unknown FLUXNET site 'US-Xyz'.*add the site .* to etfuse/data/fluxnet_sites\.csv"),
+     r"FLX_US-Xyz.*unknown FLUXNET site 'US-Xyz'; expected one of the 212 FLUXNET2015 sites of "
+     r"etfuse/data/fluxnet_sites\.csv.*add the site .* to etfuse/data/fluxnet_sites\.csv"),
     ("CN-HaM_daily.csv", r"CN-HaM_daily\.csv: file name is not a FLUXNET2015 file name; expected FLX_<SITE>"),
     ("FLX_CN-HaM_FLUXNET2015_FULLSET_HH_2019-2019_1-4.csv", r"not a daily FLUXNET2015 file; expected resolution DD, found HH"),
 ])
@@ -158,3 +164,58 @@ def test_repeated_days_across_files(tmp_path):
                                  _daily(3, LE_F_MDS=[51.0, 70.0, 90.0]))
     with pytest.raises(SourceFormatError, match=r"station CN-HaM day 2019-07-01 appears 2 times"):
         _read([first, second])
+
+
+WORLD = (-180.0, -90.0, 180.0, 90.0)
+
+
+def test_site_table_is_the_fluxnet2015_list():
+    from etfuse.stations_meta import fluxnet_sites
+    sites = fluxnet_sites()
+    assert len(sites) == 212 and sites["site_id"].is_unique
+    assert sites["lat"].between(-90, 90).all() and sites["lon"].between(-180, 180).all()
+    assert set(sites["igbp"]) <= {"ENF", "EBF", "DNF", "DBF", "MF", "CSH", "OSH", "WSA", "SAV", "GRA", "WET", "CRO",
+                                  "SNO", "URB", "BSV", "WAT", "CVM"}
+    ha2 = sites.set_index("site_id").loc["CN-Ha2"]
+    assert ha2["name"] == "Haibei Shrubland" and (ha2["lat"], ha2["lon"]) == (37.6086, 101.3269)
+    assert sites["elevation_m"].notna().sum() >= 200      # three Tier-2 sites have no published elevation
+
+
+def test_every_listed_site_reads(tmp_path):
+    """One synthetic daily file per FLUXNET2015 site, read in one call (clipped to the whole globe)."""
+    from etfuse.stations_meta import fluxnet_sites
+    sites = fluxnet_sites()
+    paths = [write_fluxnet_daily(tmp_path / fluxnet_daily_file_name(site, 2019, 2019), _daily(2))
+             for site in sites["site_id"]]
+    ds = _read(paths, bbox=WORLD)
+    assert set(ds["station_id"].values.astype(str)) == set(sites["site_id"]) and ds.sizes["obs"] == 2 * 212
+    got = ds.to_dataframe().reset_index().groupby("station_id")[["lat", "lon"]].first()
+    want = sites.set_index("site_id")[["lat", "lon"]].loc[got.index]
+    np.testing.assert_allclose(got.values, want.values)
+    assert np.isfinite(ds["et"].values).all()
+
+
+def test_cn_ha2_reads_inside_the_region(tmp_path):
+    path = _write(tmp_path, _daily(4), site="CN-Ha2")
+    ds = read_source("fluxnet", path, settings=load_settings(region="qinghai"))
+    assert set(ds["station_id"].values) == {"CN-Ha2"} and ds.sizes["obs"] == 4
+    assert ds["lat"].values[0] == pytest.approx(37.6086) and ds["lon"].values[0] == pytest.approx(101.3269)
+
+
+def test_le_corr_when_asked(tmp_path):
+    table = _daily(3, LE_CORR=[60.0, np.nan, 100.0], LE_F_MDS_QC=[1.0, 1.0, 0.2])
+    path = _write(tmp_path, table)
+    corr = _read(path, settings=load_settings(fluxnet={"le_variable": "LE_CORR"}))
+    np.testing.assert_allclose(corr["et"].values, [_et(60, 8), np.nan, np.nan], rtol=1e-6)   # -9999, QC 0.2
+    np.testing.assert_allclose(corr["latent_heat_flux"].values, [60, np.nan, 100], rtol=1e-6)
+    assert corr.attrs["le_variable"] == "LE_CORR" and "LE_CORR * 86400" in corr["et"].attrs["comment"]
+    plain = _read(path, settings=load_settings(fluxnet={"min_qc_fraction": 0.0}))
+    np.testing.assert_allclose(plain["et"].values, [_et(50, 8), _et(70, 10), _et(90, 12)], rtol=1e-6)
+    assert plain.attrs["le_variable"] == "LE_F_MDS"
+
+
+def test_le_corr_asked_but_absent(tmp_path):
+    path = tmp_path / fluxnet_daily_file_name("CN-HaM", 2019, 2019)
+    path.write_text("TIMESTAMP,LE_F_MDS,LE_F_MDS_QC\n20190701,50,1\n")
+    with pytest.raises(SourceFormatError, match=r"missing column LE_CORR.*set fluxnet.le_variable to LE_F_MDS"):
+        _read(path, settings=load_settings(fluxnet={"le_variable": "LE_CORR"}))

@@ -33,6 +33,21 @@ def tiny_world(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
+def test_ingest_accepts_every_file(tiny_world, tmp_path):
+    """The Great Expectations suites accept the realistic world's deliveries as they are."""
+    import shutil
+    from datetime import date
+
+    from etfuse.ingest import ingest_all
+    settings = _settings(tmp_path / "home")
+    shutil.copytree(tiny_world / "landing", settings.folder("landing"), dirs_exist_ok=True)
+    report = ingest_all(settings, today=date(2000, 4, 1))
+    statuses = {o.status for o in report.outcomes}
+    assert len(report.outcomes) == sum(1 for p in (tiny_world / "landing").rglob("*") if p.is_file())
+    assert statuses == {"accepted"}, [(o.status, str(o)[:300]) for o in report.outcomes if o.status != "accepted"]
+
+
 def _digest(folder) -> str:
     h = hashlib.sha256()
     for path in sorted((folder / "landing").rglob("*")):
@@ -70,7 +85,7 @@ def test_truth_never_in_landing(tiny_world):
     assert b"et_truth" not in text and b"pan_coefficient" not in text
 
 
-def test_every_landing_file_reads_and_validates_like_the_fast_world(tiny_world, tmp_path):
+def test_every_landing_file_reads_into_the_store(tiny_world, tmp_path):
     settings = _settings(tmp_path / "home")
     store = HarmonisedStore(settings.harmonised)
     for source in ("era5land", "gleam", "modis", "cma", "stations"):
@@ -156,3 +171,13 @@ def test_drought_year_has_lower_growing_season_truth_et():
     two_years = RealisticSpec(**{**TINY, "start": "1999-07-01", "end": "2001-06-30"})
     assert two_years.resolved_drought_year() == 2000       # the one growing season wholly inside
     assert sum(two_years.is_drought_day(d) for d in two_years.days()) == 153     # May to September 2000
+
+
+def test_raw_source_skill_scores_both_products_against_three_references(tiny_world):
+    from etfuse.synth.raw_skill import raw_source_skill
+    scores = raw_source_skill(tiny_world, cell_stride=2)
+    assert list(scores["source"]) == ["gleam"] * 3 + ["era5land"] * 3
+    assert list(scores["against"]) == ["stations", "station_cells", "truth"] * 2
+    assert (scores["n"] > 100).all() and np.isfinite(scores[["rmse_mm", "bias_mm", "cc"]].values).all()
+    truth = scores[scores["against"] == "truth"].set_index("source")
+    assert (truth["bias_mm"] > 0).all()                   # both products run high, as configured (gains > 1)
