@@ -713,6 +713,38 @@ class FetchSettings(_Section):
     env_file: Path | None = None
 
 
+class EvaluationSettings(_Section):
+    """The evaluation protocol (training/protocol): blocked cross-validation, final test, bootstrap;
+    see docs/model-card.md."""
+
+    #: Folds of the spatially blocked cross-validation over station groups.
+    folds: int = Field(5, ge=2, le=50)
+    #: Side of the square spatial blocks that group stations; at least the error correlation
+    #: length of the sources (about 50-150 km), so a held-out block is not predicted by a
+    #: neighbour sharing its errors [km].
+    block_km: float = Field(150.0, gt=0)
+    #: Share of spatial blocks whose stations form the final test set (never trained on,
+    #: never used for early stopping, selection or the gate).
+    final_test_fraction: float = Field(0.2, ge=0, lt=1)
+    #: Explicit final-test stations (ids); when given they replace ``final_test_fraction``.
+    final_test_stations: tuple[str, ...] = ()
+    #: First day of the final test period; None = the last ``final_test_period_fraction`` of the days.
+    final_test_start: date | None = None
+    #: Share of the period kept as the final test period when ``final_test_start`` is None.
+    final_test_period_fraction: float = Field(0.2, ge=0, lt=1)
+    #: Length of the time blocks of the block bootstrap (errors are autocorrelated over days) [days].
+    bootstrap_block_days: int = Field(30, ge=1)
+    #: Bootstrap resamples for the 95 % intervals.
+    bootstrap_samples: int = Field(1000, ge=50)
+    #: Epochs and early-stopping patience of the GCN-GRU inside cross-validation (each fold trains
+    #: one model, so these bound the protocol's cost); None = ``training.epochs`` / ``patience``.
+    cv_epochs: int | None = Field(None, ge=1)
+    cv_patience: int | None = Field(None, ge=1)
+    #: Minimum distance from every training station for the "away from stations" truth score [km].
+    away_km: float = Field(20.0, ge=0)
+    seed: int = 0
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
@@ -743,6 +775,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     training: TrainingSettings = TrainingSettings()
     distribution: DistributionSettings = DistributionSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("region", mode="before")

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
-from flows import cli_distribution, cli_fetch, cli_models, cli_ops
+from flows import cli_distribution, cli_evaluate, cli_fetch, cli_models, cli_ops
 from flows.common import CLI_STATE, cli_config_path, cli_settings
 
 #: Defaults for the process environment: telemetry off (this machine is offline), and a generous start-up
@@ -135,6 +135,7 @@ app.add_typer(cli_models.app, name="models", help="Registered model versions: li
 app.add_typer(cli_distribution.app, name="distribution", help="STAC catalogue and Zarr stores: rebuild.")
 app.command(name="watch")(cli_ops.watch)
 app.command(name="fetch")(cli_fetch.fetch)
+app.command("evaluate")(cli_evaluate.evaluate)
 
 
 def _print_outcomes(report: dict) -> None:

@@ -169,6 +169,8 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> dict
     registry = ModelRegistry(s)
     if not v1["promoted"]:
         registry.promote(v1["version"], actor="demo", reason="demo: first model")
+        echo(f"      v{v1['version']} promoted by hand: the demo needs a champion to serve (the gate's refusal stays "
+             "recorded on the version)")
 
     _step(echo, 4, "update flow over the last month: the product, yearly file and quicklooks", t0)
     month = update_flow(**run, since=date.fromisoformat(PRODUCT_START))

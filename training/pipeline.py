@@ -19,6 +19,8 @@ from etfuse import __version__
 from etfuse.features import FEATURES
 from etfuse.store import HarmonisedStore
 from training.evaluate import heldout_frame, plots, score_table, summary_metrics
+from training.protocol.card import model_card
+from training.protocol.heldout import add_baselines, comparisons, strongest
 from training.export import export_onnx, export_serving_parts, onnx_session
 from training.samples import SampleSet, build_samples, normalisation, split_samples
 from training.train import FitResult, PatchBatcher, fit, predict
@@ -127,11 +129,27 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
             echo(f"warning: champion v{version} could not be evaluated on these inputs ({exc}); "
                  "the gate compares against the raw sources only")
             champion = None
+    # the yardstick: baselines fitted on the same training stations, scored on the same held-out days
+    train_keys = pd.concat([split.train, split.validation], ignore_index=True)
+    baseline_columns = add_baselines(samples, train_keys, frame, settings)
+    best = strongest(frame, baseline_columns)
+    echo(f"strongest baseline on the held-out stations: {best[len('baseline_'):]}")
+    references = {f"baseline {best[len('baseline_'):]}": best}
+    if "champion" in models:
+        references = {f"champion v{version}": "champion", **references}
+    gate_comparisons = comparisons(frame, "fused", references, settings)
     metrics = summary_metrics(frame, models)
+    metrics["heldout_rmse"] = metrics["heldout_fused_rmse"]
+    for column in baseline_columns:
+        metrics[f"heldout_{column}_rmse"] = float(score_table(frame, [column])["rmse"].iloc[0])
+    for c in gate_comparisons:
+        key = "champion" if c.reference.startswith("champion") else "baseline"
+        metrics.update({f"gate_minus_{key}_rmse": c.diff, f"gate_minus_{key}_rmse_lo": c.lo,
+                        f"gate_minus_{key}_rmse_hi": c.hi})
     for source in ("gleam", "modis"):
         metrics[f"heldout_fused_without_{source}_rmse"] = float(score_table(frame, [f"fused_without_{source}"])["rmse"].iloc[0])
-    table = score_table(frame, models)
-    by_set = score_table(frame, models, by="set")
+    table = score_table(frame, models + [best])
+    by_set = score_table(frame, models + [best], by="set")
     work = Path(work_dir or tempfile.mkdtemp(prefix="etfuse-train-"))
     figures = plots(frame, models, work / "plots")
     timings["evaluate"] = time.perf_counter() - t
@@ -164,6 +182,18 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
         from training.registry import TrainingRecord
         t = time.perf_counter()
         example = batcher.batch(keys.iloc[:2])
+        card_models = models + baseline_columns
+        window = {"start": f"{samples.days[0]:%Y-%m-%d}", "end": f"{samples.days[-1]:%Y-%m-%d}",
+                  "temporal_holdout_start": f"{split.temporal_start:%Y-%m-%d}",
+                  "heldout_stations": ",".join(split.heldout_stations)}
+        card = work / "model-card.md"
+        card.write_text(model_card(
+            settings=settings, data_window=window,
+            params={**settings.training.model_dump(mode="json"), "window_days": settings.window_days,
+                    "best_epoch": result.best_epoch},
+            overall=score_table(frame, card_models), by_season=score_table(frame, card_models, by="season"),
+            by_station=score_table(frame, card_models, by="station_id"), gate_comparisons=gate_comparisons,
+            plots=[p.name for p in figures], code_version=code_version()))
         record = TrainingRecord(
             params={**settings.training.model_dump(mode="json"), "window_days": settings.window_days,
                     "features": ",".join(FEATURES), "best_epoch": result.best_epoch, "region": settings.region.name},
@@ -173,9 +203,7 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
                     "heldout_by_season": score_table(frame, models, by="season"),
                     "training_history": pd.DataFrame(result.history)},
             plots=figures,
-            data_window={"start": f"{samples.days[0]:%Y-%m-%d}", "end": f"{samples.days[-1]:%Y-%m-%d}",
-                         "temporal_holdout_start": f"{split.temporal_start:%Y-%m-%d}",
-                         "heldout_stations": ",".join(split.heldout_stations)},
+            data_window=window,
             input_fingerprints=samples.fingerprints,
             code_version=code_version(),
             settings_yaml=settings.to_yaml(),
@@ -185,7 +213,7 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
             onnx_path=onnx_path,
             onnx_example={k: v[:1] for k, v in zip(("x", "mask"), patch_tiles(samples, keys.iloc[:1]))},
             heldout=frame[["station_id", "date", "set"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")),
-            extra_files=list(serving_paths.values()),
+            extra_files=[*serving_paths.values(), card],
         )
         from training.registry import heldout_fingerprint
         info = registry.log_and_register(record)
@@ -194,7 +222,8 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
                                  champion_rmse=metrics.get("heldout_champion_rmse"),
                                  gleam_rmse=metrics.get("heldout_gleam_rmse", float("nan")),
                                  era5land_rmse=metrics.get("heldout_era5land_rmse", float("nan")),
-                                 actor=actor, heldout_sha256=heldout_fingerprint(record.heldout))
+                                 actor=actor, heldout_sha256=heldout_fingerprint(record.heldout),
+                                 candidate_predictions=frame["fused"].to_numpy(), comparisons=gate_comparisons)
         timings["register"] = time.perf_counter() - t
         if decision.promoted:
             save_reference_stats(reference, default_stats_path(settings))

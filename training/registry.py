@@ -671,7 +671,7 @@ class ModelRegistry:
     # -- gate, promotion, rollback --------------------------------------------------------------
     def gate(self, v: int, *, candidate_rmse: float, champion_rmse: float | None, gleam_rmse: float,
              era5land_rmse: float, actor: str, heldout_sha256: str | None = None,
-             candidate_predictions=None) -> GateDecision:
+             candidate_predictions=None, comparisons=()) -> GateDecision:
         """Decide whether version ``v`` replaces the champion (training/gate.py), record the decision,
         the numbers and the reasons as ``etfuse.gate.*`` tags on ``v``, and promote it when it passes.
 
@@ -680,7 +680,10 @@ class ModelRegistry:
         ``heldout_sha256`` (heldout_fingerprint of the days the numbers come from) is given, it must
         equal the fingerprint recorded from ``v``'s run, else the gate fails.  When
         ``candidate_predictions`` (the candidate's ET on the held-out station-days) is given, any
-        NaN or negative value fails the gate (training.gate.check_predictions).
+        NaN or negative value fails the gate (training.gate.check_predictions), and so does a
+        constant.  ``comparisons`` (training.gate.Comparison: paired RMSE differences with the
+        champion and the strongest baseline, with 95 % block-bootstrap intervals) must each lie
+        entirely below 0; they are recorded as ``etfuse.gate.vs.<reference>`` tags.
         """
         info = self.version(v)
         champion = self.alias_version(CHAMPION)
@@ -693,7 +696,7 @@ class ModelRegistry:
         matches = None if heldout_sha256 is None or recorded is None else heldout_sha256 == recorded
         checks = evaluate_gate(candidate_rmse, champion_rmse, gleam_rmse, era5land_rmse, margin_mm=self.margin_mm,
                                champion_version=champion, heldout_matches=matches,
-                               candidate_predictions=candidate_predictions)
+                               candidate_predictions=candidate_predictions, comparisons=comparisons)
         decision = GateDecision(
             version=info.version, promoted=all(c.passed for c in checks), candidate_rmse=float(candidate_rmse),
             champion_rmse=None if champion_rmse is None else float(champion_rmse), champion_version=champion,
@@ -712,6 +715,7 @@ class ModelRegistry:
             "by": actor,
             "at": decision.decided_at.isoformat(),
             "heldout_sha256": decision.heldout_sha256 or "none",
+            **{f"vs.{_key(c.reference)}": f"{c.diff:+.4f} [{c.lo:+.4f}, {c.hi:+.4f}]" for c in comparisons},
         }
         for key, value in tags.items():  # recorded before any alias moves: the decision survives a crash
             self._call(self.client.set_model_version_tag, self.name, str(info.version), GATE_PREFIX + key, value)

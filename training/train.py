@@ -122,7 +122,7 @@ def fit(samples: SampleSet, split: Split, norm: dict, settings,
             keys = split.train.iloc[order[start:start + cfg.batch_size]]
             x, edges, y, centre = batcher.batch(keys, rng=rng, dropout=dropout)
             optimiser.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(x, edges)[centre], y)
+            loss = torch.nn.functional.mse_loss(model(x, edges, centre), y)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
@@ -151,5 +151,5 @@ def predict(model: GcnGru, batcher: PatchBatcher, keys: pd.DataFrame, *, drop_so
             part = keys.iloc[start:start + batch_size]
             drop = {drop_source: np.ones(len(part), bool)} if drop_source else None
             x, edges, _, centre = batcher.batch(part, drop=drop)
-            out.append(model(x, edges)[centre].cpu().numpy())
+            out.append(model(x, edges, centre).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -3,6 +3,7 @@ at held-out stations, registers, passes the gate; a worse model does not; rollba
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -27,7 +28,15 @@ def test_train_register_gate_and_rollback(two_year_store, tmp_path):
     table = {line.split()[0]: float(line.split()[2]) for line in first.output.splitlines()
              if line.split() and line.split()[0] in ("fused", "gleam", "era5land")}
     assert table["fused"] < table["era5land"] < table["gleam"], first.output
-    assert "registered version 1; gate: v1 promoted" in first.output
+    # the yardstick: every baseline fitted on the same training stations; the gate compares with the strongest
+    assert "strongest baseline on the held-out stations:" in first.output
+    assert "baseline_" in first.output
+    assert re.search(r"registered version 1; gate: v1 (promoted|rejected)", first.output)
+    if "gate: v1 rejected" in first.output:      # honest outcome when it only ties or loses to the baseline
+        assert "baseline" in first.output.split("gate: v1 rejected")[1]
+        assert runner.invoke(app, ["--config", str(config), "models", "promote", "1", "--reason", "test"]).exit_code == 0
+    listing = runner.invoke(app, ["--config", str(config), "models", "list"])
+    assert listing.exit_code == 0 and re.search(r"\n1 .* \d\.\d{3} ", listing.output), listing.output
 
     # a deliberately weak model (one epoch, tiny) is registered but not promoted
     weak = yaml.safe_load(config.read_text())

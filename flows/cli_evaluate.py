@@ -1,0 +1,92 @@
+"""``etfuse evaluate``: the evaluation protocol (blocked cross-validation, baselines, ablations,
+final test) on the harmonised store, or the champion scored at stations and flux towers; writes
+one report (Markdown, JSON, PNG).  See docs/model-card.md."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.common import cli_settings
+
+
+def evaluate(
+    champion: Annotated[bool, typer.Option("--champion", help="Score the registered champion on the harmonised "
+                                                              "inputs at every station and tower instead of "
+                                                              "running the cross-validation protocol.")] = False,
+    variants: Annotated[str, typer.Option(help="GCN-GRU variants to cross-validate, comma-separated, 'none' or "
+                                               "'all' (gcn_gru,no_graph,no_gru,without_gleam,without_era5land,"
+                                               "without_modis; 'all' is the long ablation run).")] = "gcn_gru",
+    start: Annotated[Optional[str], typer.Option(help="First day of data to use (default: all stored).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Last day of data to use.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder; default $ETFUSE_HOME/reports/"
+                                                     "evaluation-<UTC time>.")] = None,
+    title: Annotated[str, typer.Option(help="Title of the Markdown report.")] = "etfuse evaluation",
+    truth: Annotated[Optional[Path], typer.Option(help="A synthetic world's truth/ folder: also score the final "
+                                                       "models on the whole grid against it (RMSE map, skill away "
+                                                       "from stations, seams).")] = None,
+    truth_days: Annotated[int, typer.Option(help="Days of the final test period scored against the truth.")] = 14,
+) -> None:
+    """Run the evaluation protocol and write its report."""
+    from training.protocol.variants import VARIANTS
+    from training.samples import build_samples
+    from etfuse.store import HarmonisedStore
+
+    s = cli_settings()
+    chosen = VARIANTS if variants == "all" else tuple(v for v in variants.split(",") if v and v != "none")
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        typer.echo(f"error: unknown variant(s) {unknown}; expected some of {list(VARIANTS)}, 'all' or 'none'", err=True)
+        raise typer.Exit(2)
+    folder = out or Path(s.home) / "reports" / f"evaluation-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    samples = build_samples(HarmonisedStore(s.harmonised), s, start=start, end=end)
+    if champion:
+        _champion(samples, s, folder, title)
+        return
+    from training.protocol.report import verdict, write_report
+    from training.protocol.run import run_protocol
+    from training.protocol.scores import markdown_table
+
+    if truth is not None and not (truth / f"et_truth_{samples.days[-1].year}.nc").exists():
+        typer.echo(f"error: {truth} holds no et_truth_<year>.nc of the stored period (expected a synthetic "
+                   "world's truth/ folder)", err=True)
+        raise typer.Exit(2)
+    result = run_protocol(samples, s, variants=chosen, echo=typer.echo)
+    if truth is not None:
+        from training.protocol.truth import evaluate_truth
+        result.truth = evaluate_truth(result, s, HarmonisedStore(s.harmonised), truth, folder, n_days=truth_days).table
+    paths = write_report(result, folder, s, title=title)
+    typer.echo("\ncross-validation, out-of-fold, 95 % block-bootstrap intervals:")
+    typer.echo(markdown_table(result.cv["overall"]))
+    typer.echo(f"\n{verdict(result)}")
+    typer.echo(f"report: {paths['markdown']}")
+
+
+def _champion(samples, s, folder: Path, title: str) -> None:
+    from training.protocol.champion import score_registered
+    from training.protocol.scores import markdown_table
+    from training.registry import ModelRegistry
+
+    registry = ModelRegistry(s)
+    if registry.champion() is None:
+        typer.echo("error: no champion is registered; train one first (etfuse train)", err=True)
+        raise typer.Exit(2)
+    path, version = registry.onnx_model_path("champion")
+    info = registry.version(version)
+    heldout = {x for x in info.tags.get("etfuse.data_window.heldout_stations", "").split(",") if x}
+    trained = sorted(set(samples.stations["station_id"]) - heldout)
+    frame, tables = score_registered(samples, s, path, trained)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = [f"# {title}: champion v{version} at stations and towers", "",
+            "Scored on the harmonised inputs at every station-day; not a test of generalisation where the "
+            "champion trained on the station (see the per-group table).", "",
+            markdown_table(tables["overall"]), "", "## By target source and training status", "",
+            markdown_table(tables["by_group"]), "", "## Per season", "", markdown_table(tables["season"]), ""]
+    (folder / "report.md").write_text("\n".join(text))
+    frame[["station_id", "date", "source", "obs", "champion", "gleam", "era5land"]].to_csv(
+        folder / "station_days.csv", index=False)
+    typer.echo("\n".join(text))
+    typer.echo(f"report: {folder / 'report.md'}")
