@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 from importlib import resources
 from datetime import date
 from pathlib import Path
@@ -30,6 +31,17 @@ def named_regions() -> dict[str, dict[str, Any]]:
     """Regions shipped in ``etfuse/data/regions.yaml`` (edges [degrees], resolution [degrees])."""
     text = resources.files("etfuse.data").joinpath("regions.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
+
+
+def _listed(value: Any, *, separator: str) -> Any:
+    """A list given as one string (an environment variable): a YAML list ``[a, b]``, or items split
+    where the regular expression ``separator`` matches; anything else is left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return tuple(yaml.safe_load(text))
+    return tuple(part.strip() for part in re.split(separator, text) if part.strip())
 
 
 class _Section(BaseModel):
@@ -441,22 +453,12 @@ class AlertSettings(_Section):
     @field_validator("smtp_to", mode="before")
     @classmethod
     def _split_recipients(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return tuple(yaml.safe_load(text))
-            return tuple(part.strip() for part in text.split(",") if part.strip())
-        return value
+        return _listed(value, separator=",")
 
     @field_validator("apprise_urls", mode="before")
     @classmethod
     def _split_apprise_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return tuple(yaml.safe_load(text))
-            return tuple(part for part in text.replace(",", " ").split() if part)
-        return value
+        return _listed(value, separator=r"[,\s]+")
 
     @field_validator("reports_base_url")
     @classmethod
