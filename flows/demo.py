@@ -185,12 +185,14 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> dict
     v2 = retrain_flow(**run, actor="demo")
     echo(f"      {v2['decision']}")
 
-    _step(echo, 7, "roll back to v1 and recompute the product days v2 wrote", t0)
+    _step(echo, 7, "roll back to v1: the newest product days first, then the history", t0)
     if not v2["promoted"]:
         registry.promote(v2["version"], actor="demo operator", reason="demo: promoted by hand to show a rollback")
         update_flow(**run, since=date.fromisoformat(PRODUCT_START))
     back = rollback_flow(**run, to=v1["version"], reason="demo: back to v1", actor="demo operator")
     echo(f"      champion v{back['from']} -> v{back['to']}; {back.get('summary', '')}")
+    if back.get("history"):
+        echo(f"      then, behind the newest days: {back['history']}")
 
     _step(echo, 8, "status, history and where things are", t0)
     from flows.status import status_lines

@@ -131,7 +131,10 @@ def run_training(settings, *, registry=None, actor: str = "cli", start=None, end
             champion = None
     # the yardstick: baselines fitted on the same training stations, scored on the same held-out days
     train_keys = pd.concat([split.train, split.validation], ignore_index=True)
-    baseline_columns = add_baselines(samples, train_keys, frame, settings)
+    baseline_columns, unfitted = add_baselines(samples, train_keys, frame, settings)
+    for name, reason in unfitted.items():
+        echo(f"warning: baseline {name} cannot be fitted on this run's training days ({reason}); "
+             "the gate compares with the baselines that can")
     best = strongest(frame, baseline_columns)
     echo(f"strongest baseline on the held-out stations: {best[len('baseline_'):]}")
     references = {f"baseline {best[len('baseline_'):]}": best}

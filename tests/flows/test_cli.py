@@ -163,7 +163,10 @@ def test_demo_end_to_end(tmp_path):
     # hand), v2 decided by it, then a rollback to v1 that recomputed v2's days
     assert "v1 promoted:" in out or ("v1 rejected:" in out and "baseline" in out and "v1 promoted by hand" in out)
     assert re.search(r"v2 (promoted|rejected):", out)
-    assert "champion v2 -> v1; update with model v1: 32 day(s) to compute (replaced 32)" in out
+    # today first: the rollback recomputes the newest update.recent_days (14) days, the history the other 18
+    assert ("champion v2 -> v1; update with model v1: 14 day(s) to compute (replaced 14)" in out
+            and "18 older stale day(s) left to the history recompute" in out), out
+    assert re.search(r"then, behind the newest days: history recompute with model v1: 18 day\(s\) in \d+ chunk", out), out
     # the daily run picked up the extra day (and the month's last day, which waited for its 00 UTC step)
     assert "ingest {'accepted': 4}; update with model v1: 2 day(s) to compute (written 2)" in out
     # the summary table: the fused product beats both raw sources on the held-out station-days

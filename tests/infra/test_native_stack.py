@@ -345,7 +345,7 @@ def test_compose_topology_runs_daily_and_retrain_natively(tmp_path):
         result = subprocess.run(register_cmd, env=base_environment(register_env), cwd=REPO, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "registered 2 deployments" in result.stdout, result.stdout
+        assert "registered 6 deployments" in result.stdout, result.stdout   # daily, retrain + 4 on demand
         worker_cmd, worker_env = topology.service("prefect-worker")
         worker_env.update(PREFECT_WORKER_WEBSERVER_PORT=str(ports["worker_health"]),
                           PREFECT_HOME=str(root / "prefect-worker"), PREFECT_WORKER_QUERY_SECONDS="2")

@@ -219,6 +219,12 @@ def test_compose_stack_end_to_end(images, tmp_path):
         "ETFUSE_IMAGE_CPU": CPU_IMAGES["cpu"], "ETFUSE_IMAGE_POSTGRES": CPU_IMAGES["postgres"],
         "ETFUSE_IMAGE_SEAWEEDFS": CPU_IMAGES["seaweedfs"],
     }
+    # every other secret .env.example asks for (compose refuses to start without each, even for a
+    # profile not started, e.g. GRAFANA_ADMIN_PASSWORD of `monitoring`): a random value too
+    for line in (REPO / ".env.example").read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        if value == "change-me" and not key.startswith("#"):
+            variables.setdefault(key, token())
     (root / ".env").write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
     config = root / "etfuse.yaml"
     config.write_text(yaml.safe_dump(settings_for_the_containers("/data/etfuse/static/elevation.nc")))

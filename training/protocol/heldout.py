@@ -15,18 +15,28 @@ from training.protocol.frame import cell_frame
 from training.samples import SampleSet
 
 
-def add_baselines(samples: SampleSet, train_keys: pd.DataFrame, heldout: pd.DataFrame, settings) -> list[str]:
+def add_baselines(samples: SampleSet, train_keys: pd.DataFrame, heldout: pd.DataFrame,
+                  settings) -> tuple[list[str], dict[str, str]]:
     """Fit every baseline on ``train_keys`` station-days and add its prediction to ``heldout``
-    (a frame with ``s``, ``d`` columns, e.g. training.evaluate.heldout_frame); returns their names."""
+    (a frame with ``s``, ``d`` columns, e.g. training.evaluate.heldout_frame).
+
+    Returns the names of the baseline columns added and, per baseline that could not be fitted on
+    these data (e.g. a GLEAM correction when no training day has GLEAM), the reason: such a
+    baseline does not exist for this run, so the gate compares with the strongest one that does.
+    """
     blocks = station_table(samples, settings.evaluation.block_km)["block"].to_numpy()
     train = cell_frame(samples, train_keys, blocks)
     test = cell_frame(samples, heldout[["s", "d"]], blocks)
-    names = []
+    names, skipped = [], {}
     for name, model in baselines(settings.evaluation.seed).items():
-        heldout[f"baseline_{name}"] = model.fit(train).predict(test)
+        try:
+            heldout[f"baseline_{name}"] = model.fit(train).predict(test)
+        except ValueError as exc:           # too few training rows with this baseline's inputs
+            skipped[name] = str(exc)
+            continue
         names.append(f"baseline_{name}")
     heldout["block"] = blocks[heldout["s"].to_numpy()]
-    return names
+    return names, skipped
 
 
 def comparisons(frame: pd.DataFrame, candidate: str, references: dict[str, str], settings) -> list[Comparison]:

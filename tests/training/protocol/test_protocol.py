@@ -305,3 +305,19 @@ def test_distance_and_truth_scores_split_away_cells():
     pred = truth + (dist >= 20)[None] * 1.0                      # wrong only away from the station
     table = truth_scores({"m": pred}, truth, grid, dist, away_km=20).table.set_index("model")
     assert table.loc["m", "rmse_away"] == pytest.approx(1.0) and table.loc["m", "rmse_near"] == pytest.approx(0.0)
+
+
+def test_a_baseline_without_its_inputs_is_skipped_not_fatal(proto_settings):
+    """A run whose training days have no GLEAM cannot fit a GLEAM correction: that baseline is
+    named as skipped and the others (climatology at least) are still fitted and scored."""
+    from training.protocol.heldout import add_baselines, strongest
+    samples = fake_samples()
+    samples.features[..., F["gleam_et"]] = np.nan                     # GLEAM not published for this period
+    keys = samples.keys()
+    train, heldout = keys[keys["s"] < 16].reset_index(drop=True), keys[keys["s"] >= 16].reset_index(drop=True)
+    heldout = heldout.assign(obs=samples.targets[heldout["s"], heldout["d"]])
+    columns, skipped = add_baselines(samples, train, heldout, proto_settings)
+    assert "linear_gleam" in skipped and "need at least" in skipped["linear_gleam"]
+    assert "baseline_climatology" in columns and "baseline_linear_era5land" in columns
+    assert not any(c.endswith("_gleam") for c in columns)
+    assert strongest(heldout, columns) in columns
