@@ -108,3 +108,23 @@ def http(method: str, url: str, *, auth: tuple[str, str] | None = None, body: di
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def wait_deployment_runs(prefect_api: str, auth: tuple[str, str], deployment: str, *, timeout: float,
+                         at_least: int = 1) -> list[dict]:
+    """Wait until the Prefect server holds ``at_least`` runs of ``deployment`` (``flow/deployment``
+    named the same, e.g. ``history``) and every one of them has ended; returns them.
+
+    For flows that a flow starts in the background (the history recompute after a daily run)."""
+    deadline = time.monotonic() + timeout
+    body = {"deployments": {"name": {"any_": [deployment]}}}
+    runs: list[dict] = []
+    while time.monotonic() < deadline:
+        status, runs = http("POST", f"{prefect_api}/flow_runs/filter", auth=auth, body=body)
+        assert status == 200, runs
+        if len(runs) >= at_least and all(r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+                                         for r in runs):
+            return runs
+        time.sleep(3)
+    raise TimeoutError(f"runs of deployment {deployment!r} did not end within {timeout} s: "
+                       f"{[(r['name'], r['state']['type']) for r in runs]}")
