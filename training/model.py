@@ -77,6 +77,31 @@ class GcnGru(nn.Module):
         days = torch.stack([self.spatial(self.encoder(x[t]), edge_index) for t in range(x.shape[0])])
         return self.readout(days if nodes is None else days[:, nodes])
 
+    def forward_patches(self, x: torch.Tensor, adjacency: torch.Tensor, centre: int) -> torch.Tensor:
+        """The same layers on a batch of equal-sized patches, with a dense normalised adjacency.
+
+        ``x``: ``(T, B, P, F)`` raw features; ``adjacency``: ``(B, P, P)`` from ``gcn_adjacency``;
+        returns ET at node ``centre`` of each patch ``(B,)``.  Each ``GCNConv`` is applied as
+        ``A_hat @ (z W) + b``, which is what its sparse propagation computes (tested to 1e-5), but
+        as one batched matrix product for all days and patches instead of 2 scatters and a degree
+        normalisation per day and layer: training on 7 x 7 patches is several times faster.
+        """
+        z = self.encoder(x)
+        for conv in self.convs:
+            z = torch.relu(torch.matmul(adjacency, conv.lin(z)) + conv.bias)
+        return self.readout(z[:, :, centre])
+
+
+def gcn_adjacency(height: int, width: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """``D^-1/2 (A + I) D^-1/2`` of the 8-neighbour graph of ``king_edges`` (self loops on every
+    node, as ``GCNConv(add_self_loops=True, normalize=True)`` adds them): ``(H*W, H*W)`` float32."""
+    n = height * width
+    src, dst = king_edges(height, width, valid)
+    a = np.eye(n, dtype=np.float64)
+    a[dst, src] = 1.0
+    d = a.sum(axis=1) ** -0.5
+    return (d[:, None] * a * d[None, :]).astype(np.float32)
+
 
 def king_edges(height: int, width: int, valid: np.ndarray | None = None) -> np.ndarray:
     """Directed edges between 8-neighbours of a ``height x width`` block (row-major node ids).

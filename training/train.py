@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from etfuse.features import FEATURES
-from training.model import GcnGru, king_edges
+from training.model import GcnGru, gcn_adjacency, king_edges
 from training.samples import SampleSet, Split
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ class PatchBatcher:
         size = samples.patch_size
         self.cells = size * size
         self.edges = [king_edges(size, size, valid) for valid in samples.patch_valid]
+        self.adjacency = torch.as_tensor(np.stack([gcn_adjacency(size, size, valid) for valid in samples.patch_valid]),
+                                         device=device)
 
     def window(self, s: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = self.samples.window_days
@@ -72,8 +74,8 @@ class PatchBatcher:
         x[changed, ..., _F["lst_from_skt"]] = flag[changed]
         return x
 
-    def batch(self, keys: pd.DataFrame, *, rng: np.random.Generator | None = None,
-              dropout: dict[str, float] | None = None, drop: dict[str, np.ndarray] | None = None):
+    def _window_with_dropout(self, keys: pd.DataFrame, rng: np.random.Generator | None,
+                             dropout: dict[str, float] | None, drop: dict[str, np.ndarray] | None):
         s = keys["s"].to_numpy()
         d = keys["d"].to_numpy()
         x, lst_modis, lst_skt = self.window(s, d)
@@ -81,6 +83,22 @@ class PatchBatcher:
             drop = {src: rng.random(len(s)) < p for src, p in dropout.items() if p > 0}
         if drop:
             x = self.drop_sources(x, lst_modis, lst_skt, drop)
+        return s, d, x
+
+    def dense_batch(self, keys: pd.DataFrame, *, rng: np.random.Generator | None = None,
+                    dropout: dict[str, float] | None = None, drop: dict[str, np.ndarray] | None = None):
+        """``x (T, B, P, F)``, the patches' adjacency ``(B, P, P)`` and targets, for
+        ``GcnGru.forward_patches`` (the form training and prediction use)."""
+        s, d, x = self._window_with_dropout(keys, rng, dropout, drop)
+        x_t = torch.as_tensor(np.ascontiguousarray(x.transpose(1, 0, 2, 3)), device=self.device)
+        y = torch.as_tensor(self.samples.targets[s, d], device=self.device)
+        return x_t, self.adjacency[torch.as_tensor(np.array(s, dtype=np.int64), device=self.device)], y
+
+    def batch(self, keys: pd.DataFrame, *, rng: np.random.Generator | None = None,
+              dropout: dict[str, float] | None = None, drop: dict[str, np.ndarray] | None = None):
+        """The PyG form (one graph of ``B*P`` nodes with ``edge_index``) of ``dense_batch``: the
+        example logged with the torch model, and the reference the dense form is tested against."""
+        s, d, x = self._window_with_dropout(keys, rng, dropout, drop)
         b, t, p, f = x.shape
         edge_index = np.concatenate([self.edges[si] + k * p for k, si in enumerate(s)], axis=1)
         x_t = torch.as_tensor(np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(t, b * p, f)), device=self.device)
@@ -120,9 +138,9 @@ def fit(samples: SampleSet, split: Split, norm: dict, settings,
         losses = []
         for start in range(0, len(order), cfg.batch_size):
             keys = split.train.iloc[order[start:start + cfg.batch_size]]
-            x, edges, y, centre = batcher.batch(keys, rng=rng, dropout=dropout)
+            x, adjacency, y = batcher.dense_batch(keys, rng=rng, dropout=dropout)
             optimiser.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(x, edges, centre), y)
+            loss = torch.nn.functional.mse_loss(model.forward_patches(x, adjacency, samples.centre), y)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
@@ -150,6 +168,6 @@ def predict(model: GcnGru, batcher: PatchBatcher, keys: pd.DataFrame, *, drop_so
         for start in range(0, len(keys), batch_size):
             part = keys.iloc[start:start + batch_size]
             drop = {drop_source: np.ones(len(part), bool)} if drop_source else None
-            x, edges, _, centre = batcher.batch(part, drop=drop)
-            out.append(model(x, edges, centre).cpu().numpy())
+            x, adjacency, _ = batcher.dense_batch(part, drop=drop)
+            out.append(model.forward_patches(x, adjacency, batcher.samples.centre).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
