@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         final = result.final_test.get("overall", pd.DataFrame()).assign(seed=seed, split="final")
         diff = result.cv.get("difference", pd.DataFrame()).assign(seed=seed)
         truth_table = None if result.truth is None else result.truth.assign(seed=seed)
-        rows.append((overall, final, diff, result.strongest_baseline, result.timings, truth_table))
+        ablation = result.cv.get("ablation", pd.DataFrame()).assign(seed=seed)
+        rows.append((overall, final, diff, result.strongest_baseline, result.timings, truth_table, ablation))
         print(f"seed {seed}: protocol {result.timings['total']:.0f} s (+ samples {t_samples:.0f} s)", flush=True)
     (args.out / "summary.md").write_text(summary(rows, args))
     (args.out / "summary.json").write_text(json.dumps(
@@ -129,7 +130,7 @@ def from_report(report: dict, seed: int):
     frame = lambda key: pd.DataFrame(tables.get(key, [])).assign(seed=seed)  # noqa: E731
     truth = pd.DataFrame(report["truth"]).assign(seed=seed) if report.get("truth") else None
     return frame("cv_overall"), frame("final_overall"), frame("cv_difference"), report["strongest_baseline"], \
-        report["timings_s"], truth
+        report["timings_s"], truth, frame("cv_ablation")
 
 
 def summary(rows, args) -> str:
@@ -165,6 +166,15 @@ def summary(rows, args) -> str:
             verdict = "better beyond interval" if rec["hi"] < 0 else ("worse" if rec["lo"] > 0 else "tie")
             lines.append(f"| {rec['seed']} | {strongest} | {rec['model']} | {rec['diff']:+.3f} | "
                          f"[{rec['lo']:+.3f}, {rec['hi']:+.3f}] | {verdict} |")
+    ablation_rows = [r[6] for r in rows if len(r) > 6 and len(r[6])]
+    if ablation_rows:
+        lines += ["", "## Ablations minus the full GCN-GRU (RMSE, paired interval, cross-validation)", "",
+                  "Positive = worse without the part; the part earns its place when the whole interval is above 0.",
+                  "", "| seed | variant | diff | 95 % interval | the removed part |", "|---|---|---|---|---|"]
+        for rec in pd.concat(ablation_rows).sort_values(["model", "seed"]).to_dict("records"):
+            verdict = "earns its place" if rec["lo"] > 0 else ("hurts" if rec["hi"] < 0 else "not shown (tie)")
+            lines.append(f"| {rec['seed']} | {rec['model']} | {rec['diff']:+.3f} | [{rec['lo']:+.3f}, {rec['hi']:+.3f}] "
+                         f"| {verdict} |")
     truth_rows = [r[5] for r in rows if len(r) > 5 and r[5] is not None and len(r[5])]
     if truth_rows:
         t = pd.concat(truth_rows)

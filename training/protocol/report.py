@@ -45,6 +45,10 @@ def to_markdown(result: ProtocolResult, title: str, settings) -> str:
     if "difference" in result.cv:
         lines += ["### RMSE difference with the strongest baseline (paired bootstrap)", "",
                   markdown_difference(result.cv["difference"]), ""]
+    if "ablation" in result.cv:
+        lines += ["### Ablations: RMSE difference with the full GCN-GRU (paired bootstrap)", "",
+                  "Positive = the variant is worse without the part it removes, i.e. the part earns its place "
+                  "when the interval excludes 0.", "", markdown_difference(result.cv["ablation"]), ""]
     for name, head in (("season", "per season"), ("regime", "per regime")):
         lines += [f"### Cross-validation {head}", "", markdown_table(result.cv[name]), ""]
     if result.final_test:

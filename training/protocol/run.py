@@ -97,6 +97,13 @@ def run_protocol(samples: SampleSet, settings, *, variants: tuple[str, ...] = ("
     strongest = str(overall[base_names].idxmin())
     cv = score_tables(frame, models, block_days=cfg.bootstrap_block_days, samples=cfg.bootstrap_samples,
                       seed=cfg.seed, reference=strongest)
+    ablations = [v for v in variants if v != "gcn_gru"]
+    if "gcn_gru" in variants and ablations:
+        # does each removed part earn its place? paired with the full model on the same rows
+        # (on the same rows as every other table: where all models have a value)
+        paired = score_tables(frame, models, block_days=cfg.bootstrap_block_days, samples=cfg.bootstrap_samples,
+                              seed=cfg.seed, reference="gcn_gru")["difference"]
+        cv["ablation"] = paired[paired["model"].isin(ablations)].reset_index(drop=True)
     timings["cross_validation"] = time.perf_counter() - t_all
 
     final_frame = pd.DataFrame()

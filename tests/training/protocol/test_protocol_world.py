@@ -74,10 +74,17 @@ def test_whole_protocol_on_a_small_world(small_world, tmp_path):
     # the final test: its stations never in the folds, scored once
     assert not set(result.cv_frame["station_id"]) & set(result.final.stations)
     assert len(result.final_frame) and set(result.final_test["overall"]["model"]) == models
-    assert {"season", "regime", "station", "difference"} <= set(result.cv)
+    assert {"season", "regime", "station", "difference", "ablation"} <= set(result.cv)
+    # each ablation paired with the full model on the same rows: diff = RMSE(variant) - RMSE(gcn_gru)
+    ablation = result.cv["ablation"].set_index("model")
+    assert set(ablation.index) == {"no_graph", "no_gru"} and (ablation["reference"] == "gcn_gru").all()
+    for variant in ("no_graph", "no_gru"):
+        assert ablation.loc[variant, "diff"] == pytest.approx(overall.loc[variant, "rmse"] - overall.loc["gcn_gru", "rmse"],
+                                                              abs=1e-9)
+        assert ablation.loc[variant, "lo"] <= ablation.loc[variant, "diff"] <= ablation.loc[variant, "hi"]
     paths = write_report(result, tmp_path / "report", settings, title="small world")
     text = paths["markdown"].read_text()
-    assert "Verdict:" in text and "Final test" in text and "hgb" in text
+    assert "Verdict:" in text and "Final test" in text and "hgb" in text and "Ablations: RMSE difference" in text
     data = json.loads(paths["json"].read_text())
     assert data["strongest_baseline"] in models and data["tables"]["cv_overall"]
     assert {"cv_scatter", "cv_rmse_by_season", "cv_rmse_by_station"} <= set(paths)
