@@ -117,7 +117,21 @@ class FitResult:
 
 def fit(samples: SampleSet, split: Split, norm: dict, settings,
         progress: Callable[[int, int, float, float], None] | None = None) -> FitResult:
-    """Train a GCN-GRU on ``split.train`` with early stopping on ``split.validation``."""
+    """Train a GCN-GRU on ``split.train`` with early stopping on ``split.validation``.
+
+    ``training.threads`` sets torch's CPU threads for the fit only (restored afterwards: the
+    setting is process-wide and the caller may serve or export next)."""
+    previous = torch.get_num_threads()
+    if settings.training.threads:
+        torch.set_num_threads(settings.training.threads)
+    try:
+        return _fit(samples, split, norm, settings, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(samples: SampleSet, split: Split, norm: dict, settings,
+         progress: Callable[[int, int, float, float], None] | None) -> FitResult:
     cfg = settings.training
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)

@@ -149,3 +149,17 @@ def test_dense_patch_form_equals_pyg_propagation(samples, small_store):
     g_dense = torch.autograd.grad(dense.sum(), model.convs[0].lin.weight)[0]
     torch.testing.assert_close(g_dense, g_sparse, rtol=1e-4, atol=1e-5)
     assert len(edge) == 0 or not samples.patch_valid[picked["s"]].all()
+
+
+def test_training_threads_apply_to_the_fit_only(samples, small_store):
+    settings, _ = small_store
+    settings = settings.model_copy(update={"training": settings.training.model_copy(update={"threads": 1, "epochs": 1})})
+    split = split_samples(samples, settings)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        fit(samples, split, normalisation(samples, split), settings, progress=lambda *a: seen.append(torch.get_num_threads()))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
