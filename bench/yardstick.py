@@ -4,7 +4,7 @@ cross-validation, every baseline, the GCN-GRU and optionally its ablations, the 
 write its report; then one Markdown table over the seeds.
 
     python bench/yardstick.py --seeds 1,2,3 --region qinghai-coarse --profile realistic \\
-        --start 1999-07-01 --end 2001-06-30 --variants gcn_gru --out bench/yardstick
+        --start 1999-07-01 --end 2001-06-30 --variants all --out bench/yardstick-2yr
 
 Each seed's report (report.md, report.json, plots/) lands in ``<out>/seed<k>/``; the combined
 table in ``<out>/summary.md``.  Worlds and stores go to ``--work`` (not the repository).
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="gcn_gru", help="comma-separated, 'all' or 'none'")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--block-km", type=float, default=150.0)
-    p.add_argument("--cv-epochs", type=int, default=8)
+    p.add_argument("--cv-epochs", type=int, default=12)
     p.add_argument("--cv-patience", type=int, default=3)
     p.add_argument("--bootstrap-samples", type=int, default=1000)
     p.add_argument("--work", type=Path, default=Path("/tmp/etfuse-yardstick"))

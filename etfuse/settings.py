@@ -745,8 +745,11 @@ class EvaluationSettings(_Section):
     bootstrap_samples: int = Field(1000, ge=50)
     #: Epochs and early-stopping patience of the GCN-GRU inside cross-validation (each fold trains
     #: one model, so these bound the protocol's cost); None = ``training.epochs`` / ``patience``.
-    cv_epochs: int | None = Field(None, ge=1)
-    cv_patience: int | None = Field(None, ge=1)
+    #: 12/3 keep a 2-year, whole-province protocol (5 folds + final fit) within about 15 minutes
+    #: on 2 cores (docs/model-card.md); the best epoch is then 9-12, so the fits are close to,
+    #: not at, convergence.
+    cv_epochs: int | None = Field(12, ge=1)
+    cv_patience: int | None = Field(3, ge=1)
     #: Minimum distance from every training station for the "away from stations" truth score [km].
     away_km: float = Field(20.0, ge=0)
     seed: int = 0
