@@ -746,8 +746,8 @@ class EvaluationSettings(_Section):
     #: Epochs and early-stopping patience of the GCN-GRU inside cross-validation (each fold trains
     #: one model, so these bound the protocol's cost); None = ``training.epochs`` / ``patience``.
     #: 12/3 keep a 2-year, whole-province protocol (5 folds + final fit) within about 15 minutes
-    #: on 2 cores (docs/model-card.md); the best epoch is then 9-12, so the fits are close to,
-    #: not at, convergence.
+    #: on 2 cores (docs/model-card.md); the best epoch is then usually the 11th or 12th: the fits
+    #: are near, not at, convergence.
     cv_epochs: int | None = Field(12, ge=1)
     cv_patience: int | None = Field(3, ge=1)
     #: Minimum distance from every training station for the "away from stations" truth score [km].
