@@ -364,7 +364,7 @@ class ServingSettings(_Section):
 
 
 class MlflowSettings(_Section):
-    """Experiment tracking and the model registry (training/registry.py); see docs/registry.md.
+    """Experiment tracking and the model registry (training/registry/); see docs/registry.md.
 
     Where MLflow is, in falling priority: an explicit ``tracking_uri=`` in code, the environment
     variable ``MLFLOW_TRACKING_URI`` (when set and not empty), ``tracking_uri`` below (YAML or

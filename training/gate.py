@@ -15,7 +15,7 @@ station-days where a prediction is missing (training/evaluate.py compares models
 all have), so a model that returns NaN on *some* held-out station-days could still score a finite
 RMSE: when the candidate's held-out predictions are given, every one must be finite and >= 0
 (the check ``predictions``), the same rule serving applies to every cell (serving/predictor.py).
-The registry (training/registry.py) records the decision, these numbers and the reasons on the
+The registry (training/registry/lifecycle.py) records the decision, these numbers and the reasons on the
 model version.
 """
 
