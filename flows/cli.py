@@ -174,7 +174,7 @@ def ingest(
 @quarantine_app.command("list")
 def quarantine_list() -> None:
     """Quarantined files: source, name, when, the stage that refused them and why."""
-    from etfuse.ingest import quarantined
+    from etfuse.quarantine import quarantined
     rows = quarantined(settings())
     if not rows:
         typer.echo("quarantine is empty")

@@ -28,7 +28,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from etfuse.ingest import quarantined
+from etfuse.quarantine import quarantined
 
 log = logging.getLogger(__name__)
 
