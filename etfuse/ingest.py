@@ -37,20 +37,21 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 
 from etfuse.alerts import Alert, AlertDispatcher, alert_from_exception, alert_from_validation
+from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
-from etfuse.mosaic import ModisMosaic, check_missing_tiles
-from etfuse.sources import get_reader, read_source, reader_names
-from etfuse.sources.common import file_sha256
 from etfuse.landing import LandingFile, safe_name
 from etfuse.landing import move_file as _move
+from etfuse.mosaic import ModisMosaic, check_missing_tiles
 from etfuse.quarantine import QuarantineError, quarantine, quarantined, release
+from etfuse.sources import get_reader, read_source, reader_names
+from etfuse.sources.common import file_sha256
 from etfuse.store import HarmonisedStore
 
 #: quarantine moved to etfuse/quarantine.py; these names stay importable from here
@@ -210,7 +211,7 @@ def archive(path: Path, *, settings, source: str, sha256: str, first_day: str | 
         if file_sha256(dest) == sha256:   # the same bytes under the same name are already archived
             path.unlink()
             return dest
-        aside = dest.with_name(f"{dest.name}.mismatch-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
+        aside = dest.with_name(f"{dest.name}.mismatch-{utcnow():%Y%m%dT%H%M%S%f}")
         log.warning("archived %s does not hold the bytes its name says; kept as %s", dest, aside.name)
         os.replace(dest, aside)
     return _move(path, dest)
@@ -242,7 +243,7 @@ class IngestContext:
         except Exception:  # noqa: BLE001 - an empty store has no station table yet
             pass
         return cls(settings, store, dispatcher or AlertDispatcher(settings),
-                   today or datetime.now(timezone.utc).date(), stats, frozenset(ids))
+                   today or utcnow().date(), stats, frozenset(ids))
 
 
 def _alert(ctx: IngestContext, alert: Alert, outcome: FileOutcome) -> None:

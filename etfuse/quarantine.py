@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
+from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError
 from etfuse.landing import LandingFile, move_file as _move, safe_name
 from etfuse.sources.common import file_sha256
@@ -35,7 +35,7 @@ def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) 
     if dest.exists() and file_sha256(dest) != sha256:
         dest = folder / f"{sha256[:12]}-{name}"
     record = {"file": path.name, "source": source, "sha256": sha256,
-              "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **reason}
+              "quarantined_at": utcnow().isoformat(timespec="seconds"), **reason}
     folder.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.reason.json.{os.getpid()}.tmp")
     try:                                  # the reason first: a full disk fails here, with the file still in landing
@@ -101,7 +101,7 @@ def release(settings, name: str) -> LandingFile:
     data = matches[0]
     source = data.parent.name
     reason = data.with_name(data.name + _REASON)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     if reason.exists():
         _move(reason, root / source / "released" / f"{data.name}.{stamp}.reason.json")
     dest = settings.folder("landing") / source / data.name

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.clock import utcnow
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
 from etfuse.tempfiles import remove_orphaned, temporary_name
@@ -125,7 +126,8 @@ class _GridDayPlan:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """The ledger's time stamps: ``2021-06-01T10:00:00+00:00`` (whole seconds)."""
+    return utcnow().isoformat(timespec="seconds")
 
 
 #: Temporary day files older than this are removed whoever wrote them [s].

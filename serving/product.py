@@ -54,14 +54,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.sources.common import file_sha256
+from etfuse.clock import utcnow
 from etfuse.grid import TargetGrid
 from etfuse.tempfiles import temporary_name
 from serving import quicklook as ql
 from serving.distribution import publish_day
 from serving.cf_product import (SOURCE_BITS, STATUS_CODES, STATUS_NAMES, DayProvenance, global_attributes, iso_utc,
-                                read_provenance, utc_now, write_product_file)
+                                read_provenance, write_product_file)
 from serving.product_ledger import (_NAME, _SCHEMA, DayNotFoundError, DayRecord, ProductError, ProductLedger,
-                                    ReconcileReport, _day, _sha256, _sources_text)
+                                    ReconcileReport, _day, _sources_text)
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +213,9 @@ class ProductStore(ProductLedger):
             sha = self._write_file(path, [prov], lambda t0, t1: arr[None], DAILY_CHUNKS,
                                    ident=f"etfuse_et_{key}", period=key, start=day,
                                    end=day + pd.Timedelta(days=1),
-                                   history=(f"{iso_utc(utc_now())} etfuse write_day: model v{prov.model_version}, "
+                                   history=(f"{iso_utc(utcnow())} etfuse write_day: model v{prov.model_version}, "
                                             f"{status}, sources {_sources_text(prov.sources_used) or 'none'}"))
-            now = iso_utc(utc_now())
+            now = iso_utc(utcnow())
             with self._db() as db:
                 self._upsert(db, prov, path, sha, now, replaced=action == "replaced")
                 detail = None
@@ -234,7 +236,7 @@ class ProductStore(ProductLedger):
         """Write-then-rename one product file; returns its SHA-256."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_name(path)
-        now = utc_now()
+        now = utcnow()
         attrs = global_attributes(self.grid, region_name=self.region_name, ident=ident, period_label=period,
                                   start=start, end_exclusive=end,
                                   model_versions=[p.model_version for p in provenance], history=history,
@@ -252,7 +254,7 @@ class ProductStore(ProductLedger):
             with _NC_LOCK, netCDF4.Dataset(tmp, "r") as nc:      # a file that does not open never replaces one
                 if nc.dimensions["time"].size != len(provenance):
                     raise ProductError(f"{tmp}: wrote {nc.dimensions['time'].size} days, expected {len(provenance)}")
-            sha = _sha256(tmp)
+            sha = file_sha256(tmp)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         finally:
@@ -461,14 +463,14 @@ class ProductStore(ProductLedger):
         sha = self._write_file(
             path, provenance, blocks, YEARLY_CHUNKS, ident=f"etfuse_et_{year:04d}", period=f"{year:04d}",
             start=first, end=last + pd.Timedelta(days=1),
-            history=f"{iso_utc(utc_now())} etfuse build_year: {len(usable)} daily files "
+            history=f"{iso_utc(utcnow())} etfuse build_year: {len(usable)} daily files "
                     f"{first:%Y-%m-%d}..{last:%Y-%m-%d}")
         # A day replaced after blocks() read it leaves the yearly file with the older version and
         # its provenance: read_point then reads that day from its daily file until the next build.
         seconds = time.perf_counter() - t_begin
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO years VALUES (?,?,?,?,?,?,?)",
-                       (year, iso_utc(utc_now()), len(usable), f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}", sha, seconds))
+                       (year, iso_utc(utcnow()), len(usable), f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}", sha, seconds))
             self._history(db, f"{year:04d}", "year_built", None, sha,
                           detail={"days": len(usable), "first": f"{first:%Y-%m-%d}", "last": f"{last:%Y-%m-%d}",
                                   "seconds": round(seconds, 2)})

@@ -9,7 +9,6 @@ serving/product.py).  ProductLedger is a mixin of serving.product.ProductStore: 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,9 +22,11 @@ from typing import Iterable, Iterator, Mapping
 
 import pandas as pd
 
+from etfuse.sources.common import file_sha256
+from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError
 from etfuse.tempfiles import remove_orphaned
-from serving.cf_product import DayProvenance, iso_utc, utc_now
+from serving.cf_product import DayProvenance, iso_utc
 
 log = logging.getLogger("serving.product")
 
@@ -103,14 +104,6 @@ def _day(value) -> pd.Timestamp:
     if day != day.normalize():
         raise ProductError(f"a product day is a date (00-24 UTC), got {value!r} with a time of day")
     return day
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 
@@ -199,7 +192,7 @@ class ProductLedger:
             (day, action, prov.fingerprint if prov else None, prov.model_version if prov else None,
              prov.status if prov else None, _sources_text(prov.sources_used) if prov else None, sha,
              previous.fingerprint if previous else None, previous.model_version if previous else None,
-             previous.status if previous else None, at or iso_utc(utc_now()),
+             previous.status if previous else None, at or iso_utc(utcnow()),
              json.dumps(dict(detail)) if detail else None))
 
     def _upsert(self, db: sqlite3.Connection, prov: DayProvenance, path: Path, sha: str, written_at: str,
@@ -224,7 +217,7 @@ class ProductLedger:
                         stat.st_size, stat.st_mtime_ns)
             if row is not None and tuple(row) == expected:
                 return
-            sha = _sha256(path)
+            sha = file_sha256(path)
             self._upsert(db, prov, path, sha, iso_utc(datetime.fromtimestamp(stat.st_mtime, timezone.utc)),
                          replaced=False)
             self._history(db, key, "reconciled", prov, sha,
@@ -232,7 +225,7 @@ class ProductLedger:
         log.warning("product %s: ledger row repaired from the stored file", key)
 
     def _move_corrupt(self, path: Path, key: str, reason: str) -> Path:
-        target = self.root / "corrupt" / f"{path.name}.{utc_now():%Y%m%dT%H%M%S%f}"
+        target = self.root / "corrupt" / f"{path.name}.{utcnow():%Y%m%dT%H%M%S%f}"
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
         with self._db() as db:
@@ -261,7 +254,7 @@ class ProductLedger:
             stat = path.stat()
             if row is not None and (row[1], row[2]) == (stat.st_size, stat.st_mtime_ns) and not full:
                 continue
-            if row is not None and full and row[0] == _sha256(path):
+            if row is not None and full and row[0] == file_sha256(path):
                 continue
             with self._year_lock(int(key[:4])):
                 self._reconcile_day(key, path, report)
@@ -293,7 +286,7 @@ class ProductLedger:
         if f"{prov.day:%Y-%m-%d}" != key:
             report.problems.append(f"{key}: {path.name} holds the day {prov.day:%Y-%m-%d}")
             return
-        sha = _sha256(path)
+        sha = file_sha256(path)
         stat = path.stat()
         with self._db() as db:
             row = db.execute("SELECT fingerprint, model_version, status, sources_used, file_sha256 FROM days "

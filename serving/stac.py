@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 import pandas as pd
 import pystac
 
+from etfuse.clock import utcnow
 from etfuse.tempfiles import temporary_name
 from serving.cf_product import PRODUCT_VERSION, etfuse_version
 
@@ -112,7 +113,7 @@ def make_collection(settings, grid, records) -> pystac.Collection:
         first = records[0].day.to_pydatetime().replace(tzinfo=timezone.utc)
         last = (records[-1].day + pd.Timedelta(days=1)).to_pydatetime().replace(tzinfo=timezone.utc)
     else:
-        first = last = datetime.now(timezone.utc)
+        first = last = utcnow()
     collection = pystac.Collection(
         id=COLLECTION_ID, title="etfuse daily actual evapotranspiration, Qinghai, 0.01 degree",
         description=("Daily actual evapotranspiration (00-24 UTC totals, mm) on a 0.01 degree grid, fused from GLEAM, "

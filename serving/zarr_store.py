@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from serving.cf_product import global_attributes, iso_utc, utc_now
+from etfuse.clock import utcnow
+from serving.cf_product import global_attributes, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def write_day(settings, grid, region_name: str, day_ds: xr.Dataset, metadata=Non
     day = pd.Timestamp(day_ds["time"].values[0])
     url = year_url(settings, day.year)
     options = storage_options(settings, url)
-    now = utc_now()
+    now = utcnow()
     with warnings.catch_warnings():
         for action, message, category in _QUIET:
             warnings.filterwarnings(action, message=message, category=category)

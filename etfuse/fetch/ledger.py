@@ -15,9 +15,10 @@ import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+
+from etfuse.clock import utcnow_iso
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fetched (
@@ -30,10 +31,6 @@ CREATE TABLE IF NOT EXISTS runs (
     source TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
     fetched INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, error TEXT);
 """
-
-
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

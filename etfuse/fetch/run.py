@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from etfuse.alerts import Alert, AlertDispatcher
+from etfuse.clock import utcnow
 from etfuse.fetch import FetchItem, Progress, fetcher_names, get_fetcher
 from etfuse.fetch.download import fetch_item
 from etfuse.fetch.errors import FetchError
@@ -112,7 +113,7 @@ def run_fetch(settings, sources: list[str] | None = None, *, since: date | None 
     names = list(sources) if sources else enabled_sources(settings)
     for name in names:
         get_fetcher(name)                            # unknown names fail before anything is done
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     today = today or now.date()
     ledger = FetchLedger.of(settings)
     landing = settings.folder("landing")

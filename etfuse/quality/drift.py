@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.clock import utcnow_iso
 from etfuse.quality.expectations import Skipped, column, expectation
 from etfuse.quality.frames import SOURCES, Frames, region_values, source_spec
 
@@ -155,7 +156,7 @@ class StatsAccumulator:
         for (source, variable, month), moments in sorted(self._moments.items()):
             sources.setdefault(source, {}).setdefault(variable, {})[str(month)] = moments.stats()
         return {"format": STATS_FORMAT,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "created": utcnow_iso(),
                 "region": {"name": region.name, "lon_min": region.lon_min, "lon_max": region.lon_max,
                            "lat_min": region.lat_min, "lat_max": region.lat_max},
                 "period": {"start": self.first.isoformat() if self.first else None,

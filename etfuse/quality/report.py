@@ -20,9 +20,12 @@ import html
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
+
+from etfuse.clock import utcnow
+from etfuse.sources.common import file_sha256
 
 if TYPE_CHECKING:
     from etfuse.quality.validate import CheckOutcome, ValidationResult
@@ -57,14 +60,10 @@ def _safe_name(name: str) -> str:
 
 def content_hash8(file: Path | None, result: "ValidationResult") -> str:
     """First 8 hex digits of the file's SHA-256 (of the outcomes when there is no readable file)."""
-    h = hashlib.sha256()
     if file is not None and Path(file).is_file():
-        with open(file, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    else:
-        h.update(json.dumps([result.source, result.file, [d.isoformat() for d in result.days],
-                             [o.to_json() for o in result.outcomes]], sort_keys=True, default=str).encode())
+        return file_sha256(file)[:8]
+    h = hashlib.sha256(json.dumps([result.source, result.file, [d.isoformat() for d in result.days],
+                                   [o.to_json() for o in result.outcomes]], sort_keys=True, default=str).encode())
     return h.hexdigest()[:8]
 
 
@@ -110,7 +109,7 @@ def _table(outcomes: Iterable["CheckOutcome"]) -> str:
 
 def render_html(result: "ValidationResult", *, validated_at: datetime | None = None, ge_version: str = "") -> str:
     """The self-contained report page of one validation."""
-    validated_at = validated_at or datetime.now(timezone.utc)
+    validated_at = validated_at or utcnow()
     css_class, verdict = _verdict(result)
     failed = [o for o in result.outcomes if not o.success]
     ran = [o for o in result.outcomes if o.expectation != "skipped"]
@@ -150,7 +149,7 @@ def write_report(result: "ValidationResult", *, settings: "Settings", ge_version
     ``ge_version`` (the Great Expectations release that ran the checks) is passed in by the
     validator rather than looked up here, so this module never imports the validator.
     """
-    validated_at = datetime.now(timezone.utc)
+    validated_at = utcnow()
     path = report_path(result, settings=settings, file=file).resolve()
     result_json = {**result.to_json(), "report_path": str(path)}
     _write_atomic(path, render_html(result, validated_at=validated_at, ge_version=ge_version))

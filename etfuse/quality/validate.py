@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.clock import utcnow
 from etfuse.jsonutil import to_jsonable
 from etfuse.quality.frames import Frames, build_frames, numeric_summary, source_spec
 from etfuse.quality.report import write_report
@@ -338,7 +339,7 @@ def validate(source: str, ds: xr.Dataset, *, settings, file: Path | None = None,
     started = time.perf_counter()
     source_spec(source)
     if context is None:
-        context = ValidationContext(today=datetime.now(timezone.utc).date())
+        context = ValidationContext(today=utcnow().date())
     frames = build_frames(source, ds, settings=settings, file=file, other_source_day=context.other_source_day)
     plan = build_suites(frames, settings=settings, today=context.today, reference_stats=context.reference_stats,
                         known_station_ids=context.known_station_ids)

@@ -13,7 +13,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from training.registry.client import _is_not_found, _quiet_downloads, _utc_now, mask_uri
+from etfuse.clock import utcnow
+from training.registry.client import _is_not_found, _quiet_downloads, mask_uri
 from training.registry.records import CHAMPION, RegistryError, RegistryUnavailableError
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class ServingCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"version": version, "tracking_uri": mask_uri(self.tracking_uri),
-                                       "at": _utc_now().isoformat()}))
+                                       "at": utcnow().isoformat()}))
             os.replace(tmp, path)
         except OSError as exc:  # a read-only or full cache must not stop serving
             log.warning("cannot record the served version in %s: %s", path, exc)
@@ -140,7 +141,7 @@ class ServingCache:
             if not (got / onnx_name).is_file():
                 raise RegistryError(f"version {version} of {self.name!r} holds no ONNX model ({onnx_name} missing)")
             (got / _CACHE_MARKER).write_text(json.dumps({**identity, "onnx": onnx_name, "version": version,
-                                                         "downloaded_at": _utc_now().isoformat()}))
+                                                         "downloaded_at": utcnow().isoformat()}))
             for _attempt in range(3):
                 try:
                     os.rename(got, folder)

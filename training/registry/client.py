@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -66,14 +65,6 @@ def _is_http(uri: str) -> bool:
     return uri.split(":", 1)[0].lower() in ("http", "https")
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -122,10 +113,6 @@ def _requirements(*names: str) -> list[str]:
         version = _dist_version(name)
         reqs.append(f"{name}=={version}" if version else name)
     return reqs
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _parse_time(text: str) -> datetime:

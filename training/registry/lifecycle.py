@@ -8,8 +8,9 @@ import logging
 import uuid
 
 from etfuse.alerts import Alert, AlertDispatcher
+from etfuse.clock import utcnow
 from training.gate import GateDecision, evaluate_gate
-from training.registry.client import _fmt_float, _key, _parse_time, _utc_now
+from training.registry.client import _fmt_float, _key, _parse_time
 from training.registry.records import (
     CHALLENGER,
     CHAMPION,
@@ -60,7 +61,7 @@ class Lifecycle:
             version=info.version, promoted=all(c.passed for c in checks), candidate_rmse=float(candidate_rmse),
             champion_rmse=None if champion_rmse is None else float(champion_rmse), champion_version=champion,
             gleam_rmse=float(gleam_rmse), era5land_rmse=float(era5land_rmse), margin_mm=self.margin_mm,
-            checks=tuple(checks), actor=actor, decided_at=_utc_now(), heldout_sha256=heldout_sha256 or recorded)
+            checks=tuple(checks), actor=actor, decided_at=utcnow(), heldout_sha256=heldout_sha256 or recorded)
         tags = {
             "decision": decision.decision,
             "candidate_rmse": _fmt_float(decision.candidate_rmse),
@@ -106,7 +107,7 @@ class Lifecycle:
             target = self.version(to).version
             if target == current:
                 raise RegistryError(f"version {target} is already the champion of {self.name!r}")
-        now = _utc_now().isoformat()
+        now = utcnow().isoformat()
         for key, value in ((TAG_ROLLED_BACK, "true"), ("etfuse.rolled_back.at", now), ("etfuse.rolled_back.by", actor),
                            ("etfuse.rolled_back.reason", reason), ("etfuse.rolled_back.to", str(target))):
             self._call(self.client.set_model_version_tag, self.name, str(current), key, value)
@@ -126,7 +127,7 @@ class Lifecycle:
         if previous is None:
             previous = self.alias_version(CHAMPION)
         self._call(self.client.set_registered_model_alias, self.name, CHAMPION, str(v))
-        at = _utc_now()
+        at = utcnow()
         key = f"{EVENT_PREFIX}{at:%Y%m%dT%H%M%S%fZ}.{uuid.uuid4().hex[:8]}"
         event = {"version": v, "previous": previous, "at": at.isoformat(), "action": action, "by": actor,
                  "reason": reason}

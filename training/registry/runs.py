@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from etfuse.clock import utcnow
+from etfuse.sources.common import file_sha256
 from training.registry.client import (
     _flatten,
     _fmt_float,
@@ -18,8 +20,6 @@ from training.registry.client import (
     _key,
     _quiet_downloads,
     _requirements,
-    _sha256_file,
-    _utc_now,
     mask_uri,
 )
 from training.registry.records import (
@@ -65,7 +65,7 @@ class RunLogging:
 
         version_tags = {
             "etfuse.code_version": record.code_version,
-            "etfuse.onnx_sha256": _sha256_file(onnx_path),
+            "etfuse.onnx_sha256": file_sha256(onnx_path),
             "etfuse.onnx_inputs": json.dumps({s.name: list(s.shape) for s in onnx_signature.inputs.inputs}),
             **{f"etfuse.data_window.{_key(k)}": v for k, v in window.items()},
             **{f"etfuse.fingerprint.{_key(k)}": str(v) for k, v in record.input_fingerprints.items()},
@@ -110,7 +110,7 @@ class RunLogging:
                     mlflow.log_metrics(metrics)
                 if record.metric_history:
                     from mlflow.entities import Metric
-                    now_ms = int(_utc_now().timestamp() * 1000)
+                    now_ms = int(utcnow().timestamp() * 1000)
                     curve = [Metric(_key(k), float(v), now_ms, step) for k, values in record.metric_history.items()
                              for step, v in enumerate(values)]
                     for start in range(0, len(curve), 1000):
