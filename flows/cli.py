@@ -208,13 +208,14 @@ def train(
 ) -> None:
     """Train a GCN-GRU on the harmonised store, evaluate it on held-out stations, export ONNX,
     register it in MLflow as `challenger` and promote it to `champion` if it passes the gate."""
+    from etfuse.actor import default_actor
     from training.pipeline import format_table, run_training
     s = settings()
     registry = None
     if not no_register:
         from training.registry import ModelRegistry
         registry = ModelRegistry(s)
-    outcome = run_training(s, registry=registry, actor=_actor(), start=start, end=end, echo=typer.echo)
+    outcome = run_training(s, registry=registry, actor=default_actor(), start=start, end=end, echo=typer.echo)
     typer.echo("\nheld-out stations, same station-days for every model:")
     typer.echo(format_table(outcome.table))
     if outcome.version is not None:
@@ -357,15 +358,6 @@ def schedule(
 
 
 _config_path = cli_config_path
-
-
-def _actor() -> str:
-    import getpass
-    import socket
-    try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    except Exception:  # noqa: BLE001
-        return "cli"
 
 
 def main() -> None:

@@ -28,9 +28,10 @@ The package, one module per job:
 
 from __future__ import annotations
 
+from etfuse.actor import default_actor
 from training.gate import GateCheck, GateDecision
 from training.registry.cache import ServingCache
-from training.registry.client import RegistryClient, default_actor, mask_uri, resolve_tracking_uri
+from training.registry.client import RegistryClient, mask_uri, resolve_tracking_uri
 from training.registry.lifecycle import Lifecycle
 from training.registry.records import (
     CHALLENGER,

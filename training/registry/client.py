@@ -7,12 +7,10 @@ training.registry.ModelRegistry puts them together.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import logging
 import os
 import re
-import socket
 import threading
 from datetime import datetime, timezone
 from importlib import metadata
@@ -37,15 +35,6 @@ _fluent_lock = threading.RLock()
 
 
 # ----------------------------------------------------------------------------- helpers
-def default_actor() -> str:
-    """``$USER@hostname``, what the CLI records when no ``--by`` is given."""
-    try:
-        user = os.environ.get("USER") or getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 def resolve_tracking_uri(settings: "Settings", explicit: str | None = None) -> str:
     """explicit > ``$MLFLOW_TRACKING_URI`` > ``settings.mlflow.tracking_uri`` > embedded SQLite."""
     if explicit:
