@@ -10,6 +10,7 @@ import xarray as xr
 from etfuse.sources import BBox, get_reader, read_source
 from etfuse.sources.common import file_sha256
 from etfuse.store import DayChange, HarmonisedStore
+from etfuse.tempfiles import temporary_name
 
 
 def harmonise_to_file(source: str, files: Sequence[Path], out: Path, *, settings, bbox: BBox | None = None) -> str:
@@ -20,7 +21,7 @@ def harmonise_to_file(source: str, files: Sequence[Path], out: Path, *, settings
     ds = read_source(source, list(files), settings=settings, bbox=bbox)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = temporary_name(out)
     if spec.kind == "grid":
         encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars}
         ds.to_netcdf(tmp, encoding=encoding)

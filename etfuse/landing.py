@@ -11,6 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from etfuse.tempfiles import temporary_name
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -37,7 +39,7 @@ def move_file(src: Path, dest: Path) -> Path:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = temporary_name(dest)
     try:
         shutil.copy2(src, tmp)
         with open(tmp, "rb") as handle:

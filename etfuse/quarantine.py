@@ -9,13 +9,14 @@ ingested again (``etfuse quarantine release``).  etfuse/ingest.py decides what i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError
-from etfuse.landing import LandingFile, move_file as _move, safe_name
+from etfuse.landing import LandingFile, safe_name
+from etfuse.landing import move_file as _move
 from etfuse.sources.common import file_sha256
+from etfuse.tempfiles import temporary_name
 
 _REASON = ".reason.json"
 
@@ -37,7 +38,7 @@ def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) 
     record = {"file": path.name, "source": source, "sha256": sha256,
               "quarantined_at": utcnow().isoformat(timespec="seconds"), **reason}
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.reason.json.{os.getpid()}.tmp")
+    tmp = temporary_name(dest.with_name(dest.name + _REASON))
     try:                                  # the reason first: a full disk fails here, with the file still in landing
         tmp.write_text(json.dumps(record, indent=2, default=str))
         if dest.exists():

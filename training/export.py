@@ -26,6 +26,7 @@ import onnx
 import torch
 from torch import nn
 
+from etfuse.tempfiles import temporary_name
 from etfuse.errors import EtfuseError
 from training.model import GcnGru, king_edges
 
@@ -251,7 +252,7 @@ def export_onnx(model: GcnGru, path: Path, *, window_days: int, features: tuple[
     n_features = len(features)
     # batch 2 in the example: torch.export specialises dimensions of size 1
     example = (torch.zeros(2, window_days, 8, 8, n_features), torch.ones(2, 8, 8))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_name(path)
     batch = torch.export.Dim("batch", min=1, max=4096)
     height = torch.export.Dim("height", min=3, max=8192)
     width = torch.export.Dim("width", min=3, max=8192)

@@ -36,6 +36,7 @@ import xarray as xr
 from etfuse.clock import utcnow_iso
 from etfuse.quality.expectations import Skipped, column, expectation
 from etfuse.quality.frames import SOURCES, Frames, region_values, source_spec
+from etfuse.tempfiles import temporary_name
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -210,7 +211,7 @@ def save_reference_stats(stats: Mapping, path: Path | str) -> Path:
     _check_format(stats, Path(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     tmp.write_text(json.dumps(stats, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from etfuse.clock import utcnow
 from etfuse.sources.common import file_sha256
+from etfuse.tempfiles import temporary_name
 
 if TYPE_CHECKING:
     from etfuse.quality.validate import CheckOutcome, ValidationResult
@@ -137,7 +138,7 @@ def render_html(result: "ValidationResult", *, validated_at: datetime | None = N
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_name(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

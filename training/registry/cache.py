@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from etfuse.clock import utcnow
+from etfuse.tempfiles import temporary_name
 from training.registry.client import _is_not_found, _quiet_downloads, mask_uri
 from training.registry.records import CHAMPION, RegistryError, RegistryUnavailableError
 
@@ -78,7 +79,7 @@ class ServingCache:
         path = self._last_served_file(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp = temporary_name(path)
             tmp.write_text(json.dumps({"version": version, "tracking_uri": mask_uri(self.tracking_uri),
                                        "at": utcnow().isoformat()}))
             os.replace(tmp, path)
