@@ -243,13 +243,12 @@ def update(
     if direct:
         from rich.progress import Progress
 
-        from serving.predictor import Predictor
-        from serving.product import ProductStore
         from serving.update import run_update
-        from training.registry import ModelRegistry
+        from serving.wiring import ServingParts
+        parts = ServingParts(s)
         with Progress(transient=True) as bar:
             job = bar.add_task("update", total=None)
-            report = run_update(s, predictor=Predictor(s, registry=ModelRegistry(s)), product=ProductStore(s),
+            report = run_update(s, predictor=parts.predictor, product=parts.product,
                                 start=pd.Timestamp(start) if start else None, end=pd.Timestamp(end) if end else None,
                                 progress=lambda k, n, d: bar.update(job, completed=k, total=n,
                                                                     description=f"update {d:%Y-%m-%d}"))
@@ -271,11 +270,10 @@ def serve(
     import uvicorn
 
     from serving.api import create_app
-    from serving.predictor import Predictor
-    from training.registry import ModelRegistry
+    from serving.wiring import ServingParts
     s = settings()
-    registry = ModelRegistry(s)
-    app_ = create_app(s, registry=registry, predictor=Predictor(s, registry=registry))
+    parts = ServingParts(s)
+    app_ = create_app(s, registry=parts.registry, predictor=parts.predictor)
     uvicorn.run(app_, host=host or s.serving.host, port=port or s.serving.port, log_level="info")
 
 
@@ -287,12 +285,11 @@ def daily(
     s = settings()
     if direct:
         from etfuse.ingest import ingest_all
-        from serving.predictor import Predictor
-        from serving.product import ProductStore
-        from training.registry import ModelRegistry
+        from serving.wiring import ServingParts
         _print_outcomes(ingest_all(s).to_json())
         from flows.cli_ops import after_daily, today_first
-        today_first(s, Predictor(s, registry=ModelRegistry(s)), ProductStore(s))
+        parts = ServingParts(s)
+        today_first(s, parts.predictor, parts.product)
         after_daily(s)
         return
     from flows.daily import daily_flow

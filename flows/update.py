@@ -38,12 +38,10 @@ def _progress_printer(total_hint: str):
 def compute_days(settings, start, end, max_days: int | None = None) -> dict:
     """The newest stale days first (at most ``max_days``); retried: the model comes from MLflow/S3, and a
     retry only computes what is still stale."""
-    from serving.predictor import Predictor
-    from serving.product import ProductStore
     from serving.update import run_update
-    from training.registry import ModelRegistry
-    predictor = Predictor(settings, registry=ModelRegistry(settings))
-    report = run_update(settings, predictor=predictor, product=ProductStore(settings), start=start, end=end,
+    from serving.wiring import ServingParts
+    parts = ServingParts(settings)
+    report = run_update(settings, predictor=parts.predictor, product=parts.product, start=start, end=end,
                         progress=_progress_printer(""), newest=True, max_days=max_days)
     return {"summary": report.summary(), "model_version": report.model_version, "written": report.written,
             "years_rebuilt": report.years_rebuilt, "deferred": len(report.deferred),

@@ -317,8 +317,7 @@ def app_from_environment() -> FastAPI:
     settings = load_settings()
     registry = predictor = None
     if settings.distribution.serve_with_registry:
-        from serving.predictor import Predictor
-        from training.registry import ModelRegistry
-        registry = ModelRegistry(settings)
-        predictor = Predictor(settings, registry=registry)
+        from serving.wiring import ServingParts
+        parts = ServingParts(settings)
+        registry, predictor = parts.registry, parts.predictor
     return create_app(settings, registry=registry, predictor=predictor)
