@@ -362,6 +362,23 @@ class HarmonisedStore:
             if tmp.exists():
                 tmp.unlink()
 
+    def latest_grid_versions(self, first: pd.Timestamp, last: pd.Timestamp) -> dict[tuple[str, str], dict]:
+        """The newest revision of every stored grid variable of the days [first, last], every source:
+        ``{(source, "YYYY-MM-DD"): {variable: (content sha256, ERA5 stream or None)}}``.
+
+        What a product day was computed from is fingerprinted with these hashes, so a revised
+        input (a new revision) makes the product day stale (serving/update.py).
+        """
+        query = ("SELECT g.source, g.day, g.variable, g.sha256, g.stream FROM grid_versions g JOIN "
+                 "(SELECT source, day, variable, MAX(revision) AS r FROM grid_versions WHERE day BETWEEN ? AND ? "
+                 "GROUP BY source, day, variable) m ON g.source = m.source AND g.day = m.day "
+                 "AND g.variable = m.variable AND g.revision = m.r")
+        out: dict[tuple[str, str], dict] = {}
+        with self._db() as db:
+            for source, day, variable, sha, stream in db.execute(query, (f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}")):
+                out.setdefault((source, day), {})[variable] = (sha, stream)
+        return out
+
     def grid_days(self, source: str) -> list[pd.Timestamp]:
         """Days stored for a gridded source, from the files themselves."""
         folder = self.root / "grids" / source

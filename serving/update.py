@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,19 +66,6 @@ class UpdateReport:
                 f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing to do'}){per_day}{later}")
 
 
-def _ledger(store: HarmonisedStore, first: pd.Timestamp, last: pd.Timestamp) -> dict[tuple[str, str], dict]:
-    """Latest content hash and stream per (source, day) -> {variable: (sha, stream)}."""
-    query = ("SELECT g.source, g.day, g.variable, g.sha256, g.stream FROM grid_versions g JOIN "
-             "(SELECT source, day, variable, MAX(revision) AS r FROM grid_versions WHERE day BETWEEN ? AND ? "
-             "GROUP BY source, day, variable) m ON g.source = m.source AND g.day = m.day AND g.variable = m.variable "
-             "AND g.revision = m.r")
-    out: dict[tuple[str, str], dict] = {}
-    with sqlite3.connect(store.root / "ledger.sqlite", timeout=60) as db:
-        for source, day, variable, sha, stream in db.execute(query, (f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}")):
-            out.setdefault((source, day), {})[variable] = (sha, stream)
-    return out
-
-
 def _dem_hash(settings) -> str:
     path = settings.static.elevation_file
     return file_sha256(path) if path else "no-dem"
@@ -96,7 +82,7 @@ def plan_days(settings, store: HarmonisedStore, product, *, model_version: int, 
         start = max(pd.Timestamp(first_day), era5[0])
     start = pd.Timestamp(start) if start is not None else era5[0]
     end = pd.Timestamp(end) if end is not None else era5[-1]
-    ledger = _ledger(store, start - pd.Timedelta(days=window_days - 1), end)
+    ledger = store.latest_grid_versions(start - pd.Timedelta(days=window_days - 1), end)
     dem = _dem_hash(settings)
     plans = []
     for day in pd.date_range(start, end, freq="D"):
