@@ -50,6 +50,7 @@ from etfuse.landing import LandingFile, safe_name
 from etfuse.landing import move_file as _move
 from etfuse.mosaic import ModisMosaic, check_missing_tiles
 from etfuse.quarantine import QuarantineError, quarantine, quarantined, release
+from etfuse.settings import Settings
 from etfuse.sources import get_reader, read_source, reader_names
 from etfuse.sources.common import file_sha256
 from etfuse.store import HarmonisedStore
@@ -80,7 +81,7 @@ _held_locks: dict[str, list] = {}
 
 
 @contextmanager
-def ingest_lock(settings, *, timeout: float | None = None) -> Iterator[None]:
+def ingest_lock(settings: Settings, *, timeout: float | None = None) -> Iterator[None]:
     """One ingest at a time per ETFUSE_HOME (an fcntl lock on ``harmonised/.ingest.lock``).
 
     Re-entrant within a thread (ingest_all holds it and ingest_file takes it again); other threads
@@ -159,7 +160,7 @@ class IngestReport:
 
 
 # ----------------------------------------------------------------------------- discovery
-def discover(settings, *, now: float | None = None) -> tuple[list[LandingFile], list[str]]:
+def discover(settings: Settings, *, now: float | None = None) -> tuple[list[LandingFile], list[str]]:
     """New files in ``landing/<source>/``, in processing order, and what was skipped (with why)."""
     landing = settings.folder("landing")
     known = set(reader_names())
@@ -199,12 +200,12 @@ def discover(settings, *, now: float | None = None) -> tuple[list[LandingFile], 
 
 
 
-def archive_path(path: Path, *, settings, source: str, sha256: str, first_day: str | None) -> Path:
+def archive_path(path: Path, *, settings: Settings, source: str, sha256: str, first_day: str | None) -> Path:
     """Where an accepted raw file is archived: ``archive/<source>/<first day>/<sha12>-<name>``."""
     return settings.folder("archive") / source / (first_day or "undated") / f"{sha256[:12]}-{safe_name(path.name)}"
 
 
-def archive(path: Path, *, settings, source: str, sha256: str, first_day: str | None) -> Path:
+def archive(path: Path, *, settings: Settings, source: str, sha256: str, first_day: str | None) -> Path:
     """Move an accepted raw file to ``archive/<source>/<first day>/<sha12>-<name>`` (content-addressed)."""
     dest = archive_path(path, settings=settings, source=source, sha256=sha256, first_day=first_day)
     if dest.exists():
@@ -231,7 +232,8 @@ class IngestContext:
     known_station_ids: frozenset[str] | None = None
 
     @classmethod
-    def create(cls, settings, *, today: date | None = None, dispatcher: AlertDispatcher | None = None) -> "IngestContext":
+    def create(cls, settings: Settings, *, today: date | None = None,
+               dispatcher: AlertDispatcher | None = None) -> "IngestContext":
         from etfuse.quality.drift import default_stats_path, load_reference_stats
         from etfuse.stations_meta import known_locations
         settings.ensure_folders()
@@ -383,7 +385,8 @@ def _finish(outcome: FileOutcome, t0: float) -> FileOutcome:
     return outcome
 
 
-def ingest_all(settings, *, today: date | None = None, dispatcher: AlertDispatcher | None = None) -> IngestReport:
+def ingest_all(settings: Settings, *, today: date | None = None,
+               dispatcher: AlertDispatcher | None = None) -> IngestReport:
     """Every new landing file, in order (the plain-Python form of the ingest flow)."""
     ctx = IngestContext.create(settings, today=today, dispatcher=dispatcher)
     with ingest_lock(settings):

@@ -15,6 +15,7 @@ from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError
 from etfuse.landing import LandingFile, safe_name
 from etfuse.landing import move_file as _move
+from etfuse.settings import Settings
 from etfuse.sources.common import file_sha256
 from etfuse.tempfiles import temporary_name
 
@@ -26,7 +27,7 @@ class QuarantineError(EtfuseError):
 
 
 
-def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) -> Path:
+def quarantine(path: Path, *, settings: Settings, source: str, sha256: str, reason: dict) -> Path:
     """Move a refused raw file to ``quarantine/<source>/`` untouched, with ``<name>.reason.json``."""
     folder = settings.folder("quarantine") / source
     name = safe_name(path.name)
@@ -52,7 +53,7 @@ def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) 
 
 
 
-def quarantined(settings) -> list[dict]:
+def quarantined(settings: Settings) -> list[dict]:
     """Every file in quarantine with its reason record (a file whose record is missing is listed too)."""
     out = []
     root = settings.folder("quarantine")
@@ -70,7 +71,7 @@ def quarantined(settings) -> list[dict]:
     return out
 
 
-def release(settings, name: str) -> LandingFile:
+def release(settings: Settings, name: str) -> LandingFile:
     """Move a quarantined file back to ``landing/<source>/`` (after a fix) so it is ingested again.
 
     ``name`` is a quarantined file's name, ``SOURCE/NAME``, or its path inside the quarantine folder;

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from etfuse.settings import Settings
 from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 
@@ -35,7 +36,7 @@ def _progress_printer(total_hint: str):
 
 
 @task(name="compute-days", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 120])
-def compute_days(settings, start, end, max_days: int | None = None) -> dict:
+def compute_days(settings: Settings, start, end, max_days: int | None = None) -> dict:
     """The newest stale days first (at most ``max_days``); retried: the model comes from MLflow/S3, and a
     retry only computes what is still stale."""
     from serving.update import run_update
@@ -51,7 +52,7 @@ def compute_days(settings, start, end, max_days: int | None = None) -> dict:
 
 @task(name="champion-version", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(5),
       timeout_seconds=120)
-def champion_version(settings) -> int | None:
+def champion_version(settings: Settings) -> int | None:
     """The champion's version from MLflow (None before the first promotion); retried with back-off."""
     from training.registry import ModelRegistry
     info = ModelRegistry(settings).champion()
@@ -82,7 +83,7 @@ def update_flow(config: str | None = None, home: str | None = None, day: date | 
     return result
 
 
-def _no_model(settings, reason: str) -> dict:
+def _no_model(settings: Settings, reason: str) -> dict:
     """Say once per alert window that no product day was computed, and why."""
     from etfuse.alerts import Alert, AlertDispatcher
     dispatcher = AlertDispatcher(settings)

@@ -27,6 +27,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from etfuse.settings import Settings
 from etfuse.tempfiles import temporary_name
 from serving import quicklook as ql
 
@@ -68,7 +69,7 @@ def overlay_png(et_mm: np.ndarray, max_pixels: int = OVERLAY_MAX_PIXELS) -> byte
     return out.getvalue()
 
 
-def outline_geojson(settings, grid) -> dict:
+def outline_geojson(settings: Settings, grid) -> dict:
     """The region's outline: Qinghai's approximate polygon, or the grid's rectangle for other regions."""
     if settings.region.name == "qinghai":
         text = resources.files("etfuse").joinpath("data/qinghai_outline.geojson").read_text(encoding="utf-8")
@@ -127,7 +128,7 @@ def stored_overlay(product, record) -> bytes:
     return png
 
 
-def explorer_router(settings, grid, product, record_of, dist: Path | None = None) -> APIRouter:
+def explorer_router(settings: Settings, grid, product, record_of, dist: Path | None = None) -> APIRouter:
     """Routes of the explorer page; ``record_of(day)`` answers 404 for a day without product."""
     dist = dist or settings.distribution.explorer_dist or EXPLORER_DIST
     router = APIRouter()

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from etfuse.quarantine import quarantined
+from etfuse.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _prefect_flow_runs(api_url: str) -> dict[str, int]:
 class StateCollector:
     """Reads the system's state at scrape time (see the module docstring); cached ``STATE_TTL_S``."""
 
-    def __init__(self, settings, product, registry=None) -> None:
+    def __init__(self, settings: Settings, product, registry=None) -> None:
         self.settings, self.product, self.model_registry = settings, product, registry
         self._cache: tuple[float, list] | None = None
         self._lock = threading.Lock()
@@ -217,7 +218,7 @@ class StateCollector:
         yield up
 
 
-def make_registry(settings, product, model_registry=None) -> CollectorRegistry:
+def make_registry(settings: Settings, product, model_registry=None) -> CollectorRegistry:
     """A fresh registry holding the state collector (the request middleware adds its own metrics)."""
     # auto_describe off: registering must not read the state (the product ledger, the alert log, a
     # Prefect server that may be down) when the API starts; the state is read at scrape time only.

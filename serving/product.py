@@ -58,6 +58,7 @@ from etfuse.sources.common import file_sha256
 from etfuse.clock import utcnow
 from etfuse.grid import TargetGrid
 from etfuse.tempfiles import temporary_name
+from etfuse.settings import Settings
 from serving import quicklook as ql
 from serving.distribution import publish_day
 from serving.cf_product import (SOURCE_BITS, STATUS_CODES, STATUS_NAMES, DayProvenance, global_attributes, iso_utc,
@@ -100,7 +101,7 @@ def _fsync_dir(folder: Path) -> None:
 class ProductStore(ProductLedger):
     """The daily ET product; see the module docstring for layout and guarantees."""
 
-    def __init__(self, settings, grid: TargetGrid | None = None, *, reconcile: bool = True,
+    def __init__(self, settings: Settings, grid: TargetGrid | None = None, *, reconcile: bool = True,
                  metadata: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.grid = grid or TargetGrid.from_region(settings.region)

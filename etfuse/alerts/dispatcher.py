@@ -27,6 +27,7 @@ from etfuse.alerts.channels import (Channel, DeliveryError, JsonlChannel, Perman
 from etfuse.alerts.apprise_channels import apprise_channels_from_settings
 from etfuse.alerts.grouping import GROUPS_NAME, ClosedGroup, GroupStore, digest_alert
 from etfuse.alerts.model import Alert, DigestInfo, as_utc, iso_utc, utcnow
+from etfuse.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ Clock = Callable[[], dt.datetime]
 JSONL_NAME = "alerts.jsonl"
 
 
-def public_report_link(alert: Alert, settings: Any) -> Alert:
+def public_report_link(alert: Alert, settings: Settings) -> Alert:
     """A ``file://`` report link under ``$ETFUSE_HOME/reports`` rewritten to ``alerts.reports_base_url``
     (where the API serves the reports, ``/reports/...``), so the link opens from a phone or a chat."""
     base = getattr(settings.alerts, "reports_base_url", None)
@@ -153,7 +154,7 @@ class AlertDispatcher:
     ``min_severity`` and ``deliver(alert, group_id=)``).
     """
 
-    def __init__(self, settings: Any, *, clock: Clock | None = None,
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
                  channels: Sequence[Channel] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.config = settings.alerts
@@ -378,6 +379,6 @@ class AlertDispatcher:
             log.error("cannot append a channel_failed record to %s: %s: %s", self.jsonl.path, type(exc).__name__, exc)
 
 
-def read_alert_log(settings: Any) -> list[dict[str, Any]]:
+def read_alert_log(settings: Settings) -> list[dict[str, Any]]:
     """Every record of ``$ETFUSE_HOME/alerts/alerts.jsonl`` (empty when there is none)."""
     return JsonlChannel(Path(settings.folder("alerts")) / JSONL_NAME).read()

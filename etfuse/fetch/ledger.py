@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from etfuse.clock import utcnow_iso
+from etfuse.settings import Settings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fetched (
@@ -58,7 +59,7 @@ class FetchLedger:
             db.executescript(_SCHEMA)
 
     @classmethod
-    def of(cls, settings) -> "FetchLedger":
+    def of(cls, settings: Settings) -> "FetchLedger":
         return cls(settings.folder("fetch") / "ledger.sqlite")
 
     @contextmanager

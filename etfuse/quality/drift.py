@@ -36,6 +36,7 @@ import xarray as xr
 from etfuse.clock import utcnow_iso
 from etfuse.quality.expectations import Skipped, column, expectation
 from etfuse.quality.frames import SOURCES, Frames, region_values, source_spec
+from etfuse.settings import Settings
 from etfuse.tempfiles import temporary_name
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class _Moments:
 class StatsAccumulator:
     """Streams harmonised batches (grids day by day, or station frames) into month statistics."""
 
-    def __init__(self, *, settings) -> None:
+    def __init__(self, *, settings: Settings) -> None:
         self.settings = settings
         self.cap = int(settings.quality.drift_quantile_sample)
         self._moments: dict[tuple[str, str, int], _Moments] = {}
@@ -166,7 +167,7 @@ class StatsAccumulator:
 
 
 def compute_reference_stats(data: Mapping[str, xr.Dataset | pd.DataFrame | Iterable[xr.Dataset | pd.DataFrame]],
-                            *, settings) -> dict:
+                            *, settings: Settings) -> dict:
     """Month statistics from harmonised data: ``{source: dataset | frame | iterable of them}``.
 
     Pass an iterable (e.g. a generator of stored days) to keep memory bounded over long periods.
@@ -181,7 +182,7 @@ def compute_reference_stats(data: Mapping[str, xr.Dataset | pd.DataFrame | Itera
     return acc.result()
 
 
-def reference_stats_from_store(store: "HarmonisedStore", *, settings, sources: Iterable[str] | None = None,
+def reference_stats_from_store(store: "HarmonisedStore", *, settings: Settings, sources: Iterable[str] | None = None,
                                start: date | str | None = None, end: date | str | None = None) -> dict:
     """Month statistics of the stored harmonised days of ``sources`` in ``[start, end]`` (day by day)."""
     acc = StatsAccumulator(settings=settings)
@@ -200,7 +201,7 @@ def reference_stats_from_store(store: "HarmonisedStore", *, settings, sources: I
 
 
 # --------------------------------------------------------------------------- files
-def default_stats_path(settings) -> Path:
+def default_stats_path(settings: Settings) -> Path:
     """``quality.reference_stats_file`` or ``$ETFUSE_HOME/harmonised/reference_stats.json``."""
     configured = settings.quality.reference_stats_file
     return Path(configured) if configured is not None else settings.harmonised / "reference_stats.json"
@@ -250,7 +251,7 @@ def month_stats(stats: Mapping | None, source: str, variable: str, month: int) -
 
 
 # --------------------------------------------------------------------------- expectations
-def drift_expectations(frames: Frames, stats: Mapping | None, *, settings,
+def drift_expectations(frames: Frames, stats: Mapping | None, *, settings: Settings,
                        frame: str) -> tuple[list["Expectation"], list["Skipped"]]:
     """Batch mean within reference mean +- k * std of the same month, per variable and month (warning)."""
     q = settings.quality

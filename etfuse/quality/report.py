@@ -68,7 +68,7 @@ def content_hash8(file: Path | None, result: "ValidationResult") -> str:
     return h.hexdigest()[:8]
 
 
-def report_path(result: "ValidationResult", *, settings, file: Path | None = None) -> Path:
+def report_path(result: "ValidationResult", *, settings: Settings, file: Path | None = None) -> Path:
     """``$ETFUSE_HOME/reports/<source>/<YYYY-MM-DD>/<file>-<hash8>.html`` for this validation."""
     day = result.days[0].isoformat() if result.days else "undated"
     label = Path(file).name if file is not None else (result.file.split()[0] if result.file else "batch")
@@ -143,7 +143,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(result: "ValidationResult", *, settings: "Settings", ge_version: str,
+def write_report(result: "ValidationResult", *, settings: Settings, ge_version: str,
                  file: Path | None = None) -> Path:
     """Write the page and its JSON twin, add it to the index; returns the page's absolute path.
 

@@ -38,6 +38,7 @@ from etfuse.quality.frames import Frames, build_frames, numeric_summary, source_
 from etfuse.quality.report import write_report
 from etfuse.quality.expectations import SEVERITIES, Skipped
 from etfuse.quality.suites import SuitePlan, build_suites
+from etfuse.settings import Settings
 
 if TYPE_CHECKING:
     from great_expectations.checkpoint import Checkpoint
@@ -312,7 +313,7 @@ def _skipped_outcome(s: Skipped) -> CheckOutcome:
 
 
 # --------------------------------------------------------------------------- the entry point
-def run_plan(plan: SuitePlan, frames: Frames, *, settings) -> list[CheckOutcome]:
+def run_plan(plan: SuitePlan, frames: Frames, *, settings: Settings) -> list[CheckOutcome]:
     """Run every frame's suite through its cached checkpoint."""
     runtime = gx_runtime()
     result_format = {"result_format": "SUMMARY",
@@ -328,7 +329,7 @@ def run_plan(plan: SuitePlan, frames: Frames, *, settings) -> list[CheckOutcome]
     return outcomes
 
 
-def validate(source: str, ds: xr.Dataset, *, settings, file: Path | None = None,
+def validate(source: str, ds: xr.Dataset, *, settings: Settings, file: Path | None = None,
              context: ValidationContext | None = None) -> ValidationResult:
     """Validate one reader batch of ``source``; see the module docstring.
 

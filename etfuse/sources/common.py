@@ -11,12 +11,13 @@ import pandas as pd
 import xarray as xr
 
 from etfuse.errors import NoOverlapError, SourceFormatError
+from etfuse.settings import Settings
 
 _LAT_NAMES = ("lat", "latitude", "y")
 _LON_NAMES = ("lon", "longitude", "x")
 
 
-def region_bbox(settings, bbox=None) -> tuple[float, float, float, float]:
+def region_bbox(settings: Settings, bbox=None) -> tuple[float, float, float, float]:
     """The clipping box: ``bbox`` if given, else the region widened by its margin [degrees]."""
     if bbox is not None:
         return tuple(float(v) for v in bbox)  # type: ignore[return-value]

@@ -26,6 +26,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import NoOverlapError, SourceFormatError
+from etfuse.settings import Settings
 from etfuse.sources import register
 from etfuse.sources.common import region_bbox
 from etfuse.stations_meta import known_locations
@@ -263,7 +264,7 @@ def _fill_locations(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 @register("stations", "stations", "station table station_id,date,et_mm[,lat,lon,elevation_m] of measured actual ET")
-def read_station_table(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
+def read_station_table(paths: Sequence[Path], *, settings: Settings, bbox=None) -> xr.Dataset:
     """Measured daily actual ET [mm] from plain station tables, as a CF point dataset."""
     box = region_bbox(settings, bbox)
     raw = [_table_frame(path) for path in paths]

@@ -35,7 +35,7 @@ _fluent_lock = threading.RLock()
 
 
 # ----------------------------------------------------------------------------- helpers
-def resolve_tracking_uri(settings: "Settings", explicit: str | None = None) -> str:
+def resolve_tracking_uri(settings: Settings, explicit: str | None = None) -> str:
     """explicit > ``$MLFLOW_TRACKING_URI`` > ``settings.mlflow.tracking_uri`` > embedded SQLite."""
     if explicit:
         return explicit
@@ -134,7 +134,7 @@ class RegistryClient:
     registry always lives at the tracking URI.
     """
 
-    def __init__(self, settings: "Settings", *, tracking_uri: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, tracking_uri: str | None = None) -> None:
         import mlflow  # noqa: F401 - fail here, not halfway through a run, when MLflow is missing
         from mlflow import MlflowClient
 

@@ -38,6 +38,7 @@ from etfuse.sources.modis.formats import (HDF4_MAGIC, LST_FILL, LST_NAME, LST_SC
                                           SPHERE_RADIUS_M, TIFF_MAGICS, _file_kind, _qc_rule_text, qc_mask)
 from etfuse.sources.modis.geotiff import _read_geotiffs
 from etfuse.sources.modis.hdf4 import SinusoidalTile, _read_hdf, read_tile, resample_tiles
+from etfuse.settings import Settings
 
 __all__ = ["read_modis", "read_tile", "resample_tiles", "qc_mask", "SinusoidalTile", "LST_NAME", "QC_NAME",
            "LST_SCALE", "LST_FILL", "LST_VALID_RANGE", "SPHERE_RADIUS_M", "HDF4_MAGIC", "TIFF_MAGICS"]
@@ -45,7 +46,7 @@ __all__ = ["read_modis", "read_tile", "resample_tiles", "qc_mask", "SinusoidalTi
 
 # --------------------------------------------------------------------------- the reader
 @register("modis", "grid", "MODIS MOD11A1 daily daytime LST (HDF4-EOS sinusoidal tiles or WGS84 GeoTIFF) -> lst")
-def read_modis(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
+def read_modis(paths: Sequence[Path], *, settings: Settings, bbox=None) -> xr.Dataset:
     """Daily daytime LST [K] from MOD11A1 files: one time step per day, tiles of a day mosaicked.
 
     HDF4 tiles are resampled to the target lattice over the region plus margin (or ``bbox``);

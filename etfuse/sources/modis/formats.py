@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from etfuse.errors import NoOverlapError, SourceFormatError
+from etfuse.settings import Settings
 from etfuse.sources.common import region_bbox
 
 HDF4_MAGIC = b"\x0e\x03\x13\x01"
@@ -46,7 +47,7 @@ def qc_mask(qc: np.ndarray, *, accept_other_quality: bool, max_lst_error_flag: i
     return keep
 
 
-def _qc_rule_text(settings) -> str:
+def _qc_rule_text(settings: Settings) -> str:
     m = settings.modis
     if m.accept_other_quality:
         return (f"QC_Day mandatory QA 00 kept; 01 kept when LST error flag <= {m.max_lst_error_flag}; "
@@ -102,7 +103,7 @@ def _parse_date(text: str, path: Path, where: str) -> pd.Timestamp:
         raise SourceFormatError(path, f"{where} is not a date", expected="YYYY-MM-DD", found=repr(text)) from exc
 
 
-def _target_axes(settings, bbox) -> tuple[np.ndarray, np.ndarray, float]:
+def _target_axes(settings: Settings, bbox) -> tuple[np.ndarray, np.ndarray, float]:
     """Cell centres (lat descending, lon ascending) on the target lattice inside the clipping box."""
     west, south, east, north = region_bbox(settings, bbox)
     r = settings.region

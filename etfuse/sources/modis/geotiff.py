@@ -17,6 +17,7 @@ from etfuse.errors import NoOverlapError, SourceFormatError
 from etfuse.sources.common import clip, region_bbox
 from etfuse.sources.modis.formats import (LST_FILL, LST_NAME, LST_SCALE, LST_VALID_RANGE, QC_NAME, _check_product, _check_tiff_complete,
                                           _day_from_name, _days_ns, _parse_date, qc_mask)
+from etfuse.settings import Settings
 
 
 # --------------------------------------------------------------------------- GeoTIFF
@@ -77,7 +78,7 @@ def _packing(src, band: int, path: Path) -> tuple[float, float]:
 
 
 
-def _read_geotiff(path: Path, settings, box) -> _Raster:
+def _read_geotiff(path: Path, settings: Settings, box) -> _Raster:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.windows import Window
@@ -168,7 +169,7 @@ def _read_geotiff(path: Path, settings, box) -> _Raster:
     return _Raster(path, day, (t.a, t.c, t.e, t.f), int(rows[0]), int(cols[0]), lst, qc is not None)
 
 
-def _read_geotiffs(paths: Sequence[Path], settings, bbox) -> xr.Dataset:
+def _read_geotiffs(paths: Sequence[Path], settings: Settings, bbox) -> xr.Dataset:
     box = region_bbox(settings, bbox)
     rasters: list[_Raster] = []
     misses: dict[Path, NoOverlapError] = {}

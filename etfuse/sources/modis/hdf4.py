@@ -18,6 +18,7 @@ from etfuse.sources.common import region_bbox
 from etfuse.sources.modis_tiles import tile_name
 from etfuse.sources.modis.formats import (LST_FILL, LST_NAME, LST_SCALE, LST_VALID_RANGE, QC_NAME, SPHERE_RADIUS_M,
                                           _check_product, _day_from_name, _days_ns, _parse_date, _target_axes, qc_mask)
+from etfuse.settings import Settings
 
 
 # --------------------------------------------------------------------------- HDF4-EOS tiles
@@ -167,7 +168,7 @@ def _check_lst_attrs(attrs: dict[str, Any], path: Path) -> tuple[float, int, tup
     return scale, int(fill), valid  # type: ignore[return-value]
 
 
-def read_tile(path: Path | str, settings) -> SinusoidalTile:
+def read_tile(path: Path | str, settings: Settings) -> SinusoidalTile:
     """One MOD11A1 HDF4-EOS tile, screened by QC; raises ``SourceFormatError`` if it is not one."""
     from pyhdf.SD import SD, SDC
     from pyhdf.error import HDF4Error
@@ -273,7 +274,7 @@ def resample_tiles(tiles: Sequence[SinusoidalTile], lat: np.ndarray, lon: np.nda
     return out, covered
 
 
-def _read_hdf(paths: Sequence[Path], settings, bbox) -> xr.Dataset:
+def _read_hdf(paths: Sequence[Path], settings: Settings, bbox) -> xr.Dataset:
     lat, lon, res = _target_axes(settings, bbox)
     tiles = [read_tile(p, settings) for p in paths]
     by_day: dict[pd.Timestamp, list[SinusoidalTile]] = {}
