@@ -754,7 +754,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ETFUSE_", env_nested_delimiter="__",
                                       extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    #: Runtime root; every folder of design.md §2 lives below it.
+    #: Runtime root; every runtime folder (docs/architecture.md) lives below it.
     home: Path = Path("var")
     region: RegionSettings = RegionSettings()
     #: Days of input the GCN-GRU sees per prediction [days].
@@ -807,7 +807,7 @@ class Settings(BaseSettings):
 
     # -- runtime folders -------------------------------------------------------------------
     def folder(self, name: str) -> Path:
-        """One of the runtime folders of design.md §2 (not created here)."""
+        """One of the runtime folders of docs/architecture.md (not created here)."""
         if name not in RUNTIME_FOLDERS:
             raise KeyError(f"unknown runtime folder {name!r}; expected one of {RUNTIME_FOLDERS}")
         return self.home / name

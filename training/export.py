@@ -1,7 +1,7 @@
 """ONNX export of the GCN-GRU in its gridded form, with proven parity.
 
 On the regular grid the symmetric-normalised 8-neighbour GCN (self loops included) equals a fixed
-3x3 depthwise stencil with a land mask (stack-notes.md):
+3x3 depthwise stencil with a land mask (docs/stack.md):
 
     out = dinv * conv3x3(dinv * (x W)) + b,   deg = conv3x3(mask),   dinv = mask / sqrt(max(deg, 1))
 

@@ -1,7 +1,7 @@
 """The promotion gate: when may a challenger replace the champion?
 
 A pure decision over numbers measured on the *same* held-out station-days (whole held-out
-stations and the final held-out period, see design.md §4): the challenger's RMSE must be
+stations and the final held-out period, see docs/model-card.md): the challenger's RMSE must be
 
 * below the champion's RMSE minus ``margin_mm`` (skipped when there is no champion yet), and
 * below the RMSE of raw GLEAM and of raw ERA5-Land on those station-days, and

@@ -7,7 +7,7 @@ Two layouts, told apart by content (never by file name):
 * the tidied CSV published by tidymet (``site,date,long,lat,alt,ET_sml,ET_big,QC_ET_sml,QC_ET_big,...``),
   the same raw integer units with missing values already blank.
 
-Decoding (design.md §3): coordinates are degrees*100+minutes; elevation is 0.1 m with 100000 added
+Decoding (docs/data-formats.md): coordinates are degrees*100+minutes; elevation is 0.1 m with 100000 added
 when estimated; pans are 0.1 mm.  Pan values of 30000 and more are codes, never numbers: 32766
 missing, 32700 trace (0 mm), any other is kept in ``special_code`` and its value is missing.  QC
 codes (0 correct, 8 missing, others suspect/corrected) outside ``settings.cma.accepted_qc`` drop

@@ -1,6 +1,6 @@
 """ERA5-Land hourly files -> daily totals and means.
 
-Formats handled (design.md §3): the new CDS NetCDF (``valid_time``, ``expver`` per step), the old
+Formats handled (docs/data-formats.md): the new CDS NetCDF (``valid_time``, ``expver`` per step), the old
 packed NetCDF3 (``time`` in hours since 1900, int16 with scale/offset, optional ``expver``
 dimension), GRIB (``(time, step)`` cubes, editions 1 and 2 mixed in one file), and ZIP archives with
 a ``.nc`` name holding one or more of those.

@@ -1,7 +1,7 @@
 """Plain station tables of measured actual ET, and the point-dataset contract of every station reader.
 
 Sites that measure actual ET (eddy covariance, lysimeters) are delivered as a CSV
-``station_id,date,et_mm`` with optional ``lat,lon,elevation_m`` (design.md §3).  A station without
+``station_id,date,et_mm`` with optional ``lat,lon,elevation_m`` (docs/data-formats.md).  A station without
 coordinates in the table takes them from the project's facts tables (CMA Qinghai stations,
 FLUXNET sites); one known to neither is an error, never a silent drop.
 

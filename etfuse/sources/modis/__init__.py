@@ -1,6 +1,6 @@
 """MODIS MOD11A1 (Terra, daily 1 km) daytime land surface temperature -> ``lst`` [K].
 
-Two input forms (design.md §3), told apart by their first bytes, never by the file name:
+Two input forms (docs/data-formats.md), told apart by their first bytes, never by the file name:
 
 * **HDF4-EOS tiles** on the MODIS sinusoidal grid (the LP DAAC delivery; Qinghai needs h25v05,
   h26v05 and a corner of h24v05).  The tile's position comes from its own ``StructMetadata.0``
