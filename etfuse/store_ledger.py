@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pandas as pd
 
 from etfuse.clock import utcnow
+from etfuse.sqlitedb import wal_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grid_versions (
@@ -52,15 +53,8 @@ def _now() -> str:
 class StoreLedger:
     """Mixin of HarmonisedStore: the ledger connection and its queries."""
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.root / "ledger.sqlite", timeout=60)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return wal_transaction(self.root / "ledger.sqlite")
 
     def first_stored(self, source: str, *, since: datetime | None = None) -> dict[pd.Timestamp, datetime]:
         """Per day of a gridded source, when its first version was stored (UTC); with ``since``, only

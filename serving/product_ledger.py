@@ -14,17 +14,18 @@ import logging
 import os
 import re
 import sqlite3
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import pandas as pd
 
-from etfuse.sources.common import file_sha256
 from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError
+from etfuse.sources.common import file_sha256
+from etfuse.sqlitedb import wal_transaction
 from etfuse.tempfiles import remove_orphaned
 from serving.cf_product import DayProvenance, iso_utc
 
@@ -115,15 +116,8 @@ def _sources_text(sources: Iterable[str]) -> str:
 class ProductLedger:
     """Mixin of ProductStore: the ledger (rows and history) and reconcile."""
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.root / "ledger.sqlite", timeout=60)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return wal_transaction(self.root / "ledger.sqlite")
 
     def _row_to_record(self, row) -> DayRecord:
         (day, fingerprint, model_version, status, sources, written_at, first_written_at, sha, replaced) = row
