@@ -11,12 +11,13 @@ import json
 import sqlite3
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from etfuse.clock import utcnow
-from etfuse.sqlitedb import wal_transaction
+from etfuse.sqlitedb import read_only_rows, wal_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grid_versions (
@@ -48,6 +49,13 @@ CREATE TABLE IF NOT EXISTS reprocess (
 def _now() -> str:
     """The ledger's time stamps: ``2021-06-01T10:00:00+00:00`` (whole seconds)."""
     return utcnow().isoformat(timespec="seconds")
+
+
+def delivery_counts(root: Path) -> list[tuple[str, str, int]]:
+    """(source, status, number of files) of every delivery recorded under the harmonised store
+    ``root``, read without opening the store (nothing is created; [] before the first ingest)."""
+    return read_only_rows(Path(root) / "ledger.sqlite",
+                          "SELECT source, status, COUNT(*) FROM deliveries GROUP BY source, status")
 
 
 class StoreLedger:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from etfuse.quarantine import quarantined
 from etfuse.settings import Settings
+from etfuse.store_ledger import delivery_counts
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +69,6 @@ class RequestMetrics:
             template = getattr(route, "path", None) or "unmatched"
             self.requests.labels(template, scope.get("method", ""), str(status["code"])).inc()
             self.latency.labels(template).observe(time.perf_counter() - start)
-
-
-def _count_rows(path: Path, query: str) -> list[tuple]:
-    """Rows of a read-only query on an SQLite file (empty when the file is absent)."""
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return db.execute(query).fetchall()
-    except sqlite3.DatabaseError as exc:          # e.g. no such table yet
-        log.warning("metrics: cannot read %s: %s", path, exc)
-        return []
-    finally:
-        db.close()
 
 
 def _prefect_flow_runs(api_url: str) -> dict[str, int]:
@@ -159,9 +145,7 @@ class StateCollector:
     def _ingest(self):
         deliveries = GaugeMetricFamily("etfuse_ingest_deliveries", "delivered files by source and outcome",
                                        labels=["source", "status"])
-        ledger = Path(self.settings.folder("harmonised")) / "ledger.sqlite"
-        for source, status, n in _count_rows(ledger, "SELECT source, status, COUNT(*) FROM deliveries "
-                                                     "GROUP BY source, status"):
+        for source, status, n in delivery_counts(self.settings.folder("harmonised")):
             deliveries.add_metric([source, status], n)
         yield deliveries
         quarantine = GaugeMetricFamily("etfuse_quarantine_files", "files in quarantine by source", labels=["source"])
