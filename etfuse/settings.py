@@ -332,7 +332,7 @@ class ScheduleSettings(_Section):
 
 
 class ServingSettings(_Section):
-    """The predictor, the product and the HTTP API; see docs/product.md and docs/serving.md."""
+    """The predictor, the product and the HTTP API; see docs/product.md and docs/configuration.md."""
 
     #: "cpu", "cuda" (fails unless CUDA really runs, see allow_cpu_fallback) or "auto" (CUDA when usable).
     device: Literal["cpu", "cuda", "auto"] = "cpu"
