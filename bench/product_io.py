@@ -37,10 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import netCDF4  # noqa: E402
 
 from bench.report import append_results, machine_facts  # noqa: E402
-from etfuse.settings import (
-    Settings,  # noqa: E402
-    load_settings,  # noqa: E402
-)
+from etfuse.settings import Settings, load_settings  # noqa: E402
 from etfuse.synth.world import World, WorldSpec  # noqa: E402
 from serving import product  # noqa: E402
 from serving.product import ProductStore  # noqa: E402

@@ -31,10 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import append_results, machine_facts  # noqa: E402
 from etfuse.cf import annotate  # noqa: E402
-from etfuse.settings import (
-    Settings,  # noqa: E402
-    load_settings,  # noqa: E402
-)
+from etfuse.settings import Settings, load_settings  # noqa: E402
 
 DAY = pd.Timestamp("2021-07-15")
 

@@ -33,16 +33,8 @@ from training.gate import GateCheck, GateDecision
 from training.registry.cache import ServingCache
 from training.registry.client import RegistryClient, mask_uri, resolve_tracking_uri
 from training.registry.lifecycle import Lifecycle
-from training.registry.records import (
-    CHALLENGER,
-    CHAMPION,
-    HistoryEntry,
-    ModelVersionInfo,
-    RegistryError,
-    RegistryUnavailableError,
-    TrainingRecord,
-    heldout_fingerprint,
-)
+from training.registry.records import (CHALLENGER, CHAMPION, HistoryEntry, ModelVersionInfo, RegistryError,
+                                       RegistryUnavailableError, TrainingRecord, heldout_fingerprint)
 from training.registry.runs import RunLogging
 
 __all__ = ["ModelRegistry", "TrainingRecord", "ModelVersionInfo", "HistoryEntry", "GateDecision", "GateCheck",

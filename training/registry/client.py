@@ -17,14 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from training.registry.records import (
-    CHALLENGER,
-    CHAMPION,
-    METRIC_PREFIX,
-    ModelVersionInfo,
-    RegistryError,
-    RegistryUnavailableError,
-)
+from training.registry.records import (CHALLENGER, CHAMPION, METRIC_PREFIX, ModelVersionInfo, RegistryError,
+                                       RegistryUnavailableError)
 
 if TYPE_CHECKING:  # pragma: no cover
     from etfuse.settings import Settings

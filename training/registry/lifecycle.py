@@ -11,16 +11,8 @@ from etfuse.alerts import Alert, AlertDispatcher
 from etfuse.clock import utcnow
 from training.gate import GateDecision, evaluate_gate
 from training.registry.client import _fmt_float, _key, _parse_time
-from training.registry.records import (
-    CHALLENGER,
-    CHAMPION,
-    EVENT_PREFIX,
-    GATE_PREFIX,
-    TAG_HELDOUT,
-    TAG_ROLLED_BACK,
-    HistoryEntry,
-    RegistryError,
-)
+from training.registry.records import (CHALLENGER, CHAMPION, EVENT_PREFIX, GATE_PREFIX, TAG_HELDOUT, TAG_ROLLED_BACK,
+                                       HistoryEntry, RegistryError)
 
 log = logging.getLogger(__name__)
 

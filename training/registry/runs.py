@@ -13,28 +13,11 @@ import numpy as np
 
 from etfuse.clock import utcnow
 from etfuse.sources.common import file_sha256
-from training.registry.client import (
-    _flatten,
-    _fmt_float,
-    _is_unreachable,
-    _key,
-    _quiet_downloads,
-    _requirements,
-    mask_uri,
-)
-from training.registry.records import (
-    CHALLENGER,
-    EXAMPLE_MAX_BYTES,
-    METRIC_PREFIX,
-    ONNX_MODEL_NAME,
-    TAG_HELDOUT,
-    TORCH_MODEL_NAME,
-    ModelVersionInfo,
-    RegistryError,
-    RegistryUnavailableError,
-    TrainingRecord,
-    heldout_fingerprint,
-)
+from training.registry.client import (_flatten, _fmt_float, _is_unreachable, _key, _quiet_downloads, _requirements,
+                                      mask_uri)
+from training.registry.records import (CHALLENGER, EXAMPLE_MAX_BYTES, METRIC_PREFIX, ONNX_MODEL_NAME, TAG_HELDOUT,
+                                       TORCH_MODEL_NAME, ModelVersionInfo, RegistryError, RegistryUnavailableError,
+                                       TrainingRecord, heldout_fingerprint)
 
 log = logging.getLogger(__name__)
 
