@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import threading
 from collections import OrderedDict
 from datetime import date
@@ -28,7 +27,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from etfuse.settings import Settings
-from etfuse.tempfiles import temporary_name
+from etfuse.tempfiles import write_atomic
 from serving import quicklook as ql
 
 #: the built bundle (``make explorer``); absent in a checkout that was never built
@@ -115,13 +114,7 @@ def stored_overlay(product, record) -> bytes:
         pass
     png = overlay_png(product.read_field(record.day))
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, png)
     for old in folder.glob(f"{stem}_*.png"):
         if old != path:
             old.unlink(missing_ok=True)

@@ -19,7 +19,6 @@ from the ledger: a few ms per day), and whole by :func:`rebuild`.  Files are rep
 from __future__ import annotations
 
 import json
-import os
 from datetime import timezone
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pystac
 
 from etfuse.clock import utcnow
 from etfuse.settings import Settings
-from etfuse.tempfiles import temporary_name
+from etfuse.tempfiles import write_atomic
 from serving.cf_product import PRODUCT_VERSION, etfuse_version
 
 COLLECTION_ID = "etfuse-et-daily"
@@ -53,14 +52,7 @@ def _href(settings: Settings, relative_to_api: str, depth: int) -> str:
 
 
 def _write_json(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
-        tmp.write_text(json.dumps(document, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json.dumps(document, indent=1))
 
 
 def _geometry(grid) -> tuple[list[float], dict]:

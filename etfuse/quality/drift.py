@@ -23,7 +23,6 @@ most ``quality.drift_quantile_sample`` values per source, variable and month.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -37,7 +36,7 @@ from etfuse.clock import utcnow_iso
 from etfuse.quality.expectations import Skipped, column, expectation
 from etfuse.quality.frames import SOURCES, Frames, region_values, source_spec
 from etfuse.settings import Settings
-from etfuse.tempfiles import temporary_name
+from etfuse.tempfiles import write_atomic
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -211,11 +210,7 @@ def save_reference_stats(stats: Mapping, path: Path | str) -> Path:
     """Write the statistics as JSON (temporary name, then rename: readers never see half a file)."""
     _check_format(stats, Path(path))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    tmp.write_text(json.dumps(stats, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(stats, indent=1, sort_keys=True))
 
 
 def load_reference_stats(path: Path | str) -> dict | None:

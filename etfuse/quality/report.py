@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from etfuse.clock import utcnow
 from etfuse.sources.common import file_sha256
-from etfuse.tempfiles import temporary_name
+from etfuse.tempfiles import write_atomic
 
 if TYPE_CHECKING:
     from etfuse.quality.validate import CheckOutcome, ValidationResult
@@ -136,13 +135,6 @@ def render_html(result: "ValidationResult", *, validated_at: datetime | None = N
             f'<p><a href="../../{INDEX_HTML}">all reports</a></p></body></html>')   # <source>/<day>/ -> reports/
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(result: "ValidationResult", *, settings: Settings, ge_version: str,
                  file: Path | None = None) -> Path:
     """Write the page and its JSON twin, add it to the index; returns the page's absolute path.
@@ -153,8 +145,8 @@ def write_report(result: "ValidationResult", *, settings: Settings, ge_version: 
     validated_at = utcnow()
     path = report_path(result, settings=settings, file=file).resolve()
     result_json = {**result.to_json(), "report_path": str(path)}
-    _write_atomic(path, render_html(result, validated_at=validated_at, ge_version=ge_version))
-    _write_atomic(path.with_suffix(".json"), json.dumps(result_json, indent=1, default=str))
+    write_atomic(path, render_html(result, validated_at=validated_at, ge_version=ge_version))
+    write_atomic(path.with_suffix(".json"), json.dumps(result_json, indent=1, default=str))
     root = settings.folder("reports").resolve()
     entry = {"validated_at": validated_at.isoformat(timespec="seconds"), "source": result.source,
              "file": result.file, "first_day": result.days[0].isoformat() if result.days else None,
@@ -201,5 +193,5 @@ def write_index(root: Path) -> Path:
             f"<th>days</th><th>report</th><th>verdict</th><th>failed critical</th><th>failed warnings</th></tr>"
             f"{''.join(rows)}</table></body></html>")
     path = Path(root) / INDEX_HTML
-    _write_atomic(path, page)
+    write_atomic(path, page)
     return path

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from etfuse.clock import utcnow
-from etfuse.tempfiles import temporary_name
+from etfuse.tempfiles import write_atomic
 from training.registry.client import _is_not_found, _quiet_downloads, mask_uri
 from training.registry.records import CHAMPION, RegistryError, RegistryUnavailableError
 
@@ -78,11 +78,8 @@ class ServingCache:
     def _remember_on_disk(self, key: str, version: int) -> None:
         path = self._last_served_file(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temporary_name(path)
-            tmp.write_text(json.dumps({"version": version, "tracking_uri": mask_uri(self.tracking_uri),
-                                       "at": utcnow().isoformat()}))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps({"version": version, "tracking_uri": mask_uri(self.tracking_uri),
+                                           "at": utcnow().isoformat()}))
         except OSError as exc:  # a read-only or full cache must not stop serving
             log.warning("cannot record the served version in %s: %s", path, exc)
 
