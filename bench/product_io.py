@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import netCDF4  # noqa: E402
 
 from bench.report import append_results, machine_facts  # noqa: E402
-from etfuse.settings import load_settings  # noqa: E402
+from etfuse.settings import Settings, load_settings  # noqa: E402
 from etfuse.synth.world import World, WorldSpec  # noqa: E402
 from serving import product  # noqa: E402
 from serving.product import ProductStore  # noqa: E402
@@ -62,7 +62,7 @@ def median(values) -> float:
 class Fields:
     """Truth ET from the synthetic world every ``step`` days, plus a per-day texture."""
 
-    def __init__(self, settings, days: pd.DatetimeIndex, step: int, texture_sd: float, seed: int = 3) -> None:
+    def __init__(self, settings: Settings, days: pd.DatetimeIndex, step: int, texture_sd: float, seed: int = 3) -> None:
         r = settings.region
         world = World(WorldSpec(bbox=r.bbox, start=str(days[0].date()), end=str(days[-1].date()), seed=seed,
                                 margin_deg=0.0))

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import append_results, machine_facts  # noqa: E402
 from etfuse.cf import annotate  # noqa: E402
-from etfuse.settings import load_settings  # noqa: E402
+from etfuse.settings import Settings, load_settings  # noqa: E402
 
 DAY = pd.Timestamp("2021-07-15")
 
@@ -44,7 +44,7 @@ def _axis_centred(low: float, high: float, res: float, on_multiples: bool) -> np
     return np.round(np.arange(start, high + res / 2, res), 6)
 
 
-def _grid(settings, res: float, on_multiples: bool) -> tuple[np.ndarray, np.ndarray]:
+def _grid(settings: Settings, res: float, on_multiples: bool) -> tuple[np.ndarray, np.ndarray]:
     r = settings.region
     m = r.margin_deg
     lat = _axis_centred(r.lat_min - m, r.lat_max + m, res, on_multiples)[::-1]
@@ -59,7 +59,7 @@ def _smooth(rng: np.random.Generator, shape: tuple[int, int], mean: float, sd: f
     return (mean + sd * field).astype(np.float32)
 
 
-def build_datasets(settings, seed: int = 0) -> dict[str, xr.Dataset]:
+def build_datasets(settings: Settings, seed: int = 0) -> dict[str, xr.Dataset]:
     rng = np.random.default_rng(seed)
     time_ = pd.DatetimeIndex([DAY])
     out = {}

@@ -29,6 +29,7 @@ import xarray as xr
 
 from etfuse.grid import IndexMapCache, TargetGrid
 from etfuse.ongrid import at_cells, lst_with_fallback, method_for, skt_offset_k, to_target
+from etfuse.settings import Settings
 from etfuse.store import HarmonisedStore
 
 FEATURES: tuple[str, ...] = ("gleam_et", "era5land_et", "net_radiation", "lst", "lst_from_skt", "elevation",
@@ -60,7 +61,7 @@ class RawInputs:
     sources_present: list[set[str]] = field(default_factory=list)
 
 
-def elevation_on_grid(settings, grid: TargetGrid, cache: IndexMapCache) -> np.ndarray | None:
+def elevation_on_grid(settings: Settings, grid: TargetGrid, cache: IndexMapCache) -> np.ndarray | None:
     """The DEM nearest-resampled onto the target grid [m]; None when no DEM is configured."""
     path = settings.static.elevation_file
     if path is None:
@@ -86,7 +87,7 @@ def _elevation(path: Path, grid: TargetGrid, cache: IndexMapCache) -> np.ndarray
 class InputReader:
     """Reads the raw inputs of given days from the harmonised store onto target cells."""
 
-    def __init__(self, store: HarmonisedStore, settings, grid: TargetGrid | None = None,
+    def __init__(self, store: HarmonisedStore, settings: Settings, grid: TargetGrid | None = None,
                  cache: IndexMapCache | None = None) -> None:
         self.store = store
         self.settings = settings

@@ -26,6 +26,7 @@ import pandas as pd
 
 from etfuse.alerts import Alert, AlertDispatcher
 from etfuse.alerts.once import OnceLedger
+from etfuse.clock import utcnow  # the clock of this module (tests freeze it by replacing etfuse.freshness.utcnow)
 from etfuse.settings import Settings
 from etfuse.store import HarmonisedStore
 
@@ -33,11 +34,6 @@ log = logging.getLogger(__name__)
 
 #: the data sources with a freshness setting (``product`` is the product's own)
 SOURCES = ("era5land", "modis", "cma", "gleam", "stations", "fluxnet")
-
-
-def utcnow() -> dt.datetime:
-    """The clock (tests freeze it by replacing this function)."""
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def age_days(newest_day: pd.Timestamp | dt.date, now: dt.datetime) -> float:

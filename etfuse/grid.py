@@ -9,13 +9,13 @@ a caller holds it, and never on disk.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from etfuse.settings import RegionSettings
+from etfuse.tempfiles import temporary_name
 
 #: Cell centres closer than this fraction of a cell to a source cell's edge still count as covered.
 _EDGE_TOLERANCE = 1e-6
@@ -208,8 +208,9 @@ class IndexMapCache:
             result = build(grid, src_lat, src_lon)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{key}.{os.getpid()}.tmp.npz")
-                np.savez(tmp, **result.__dict__)
+                tmp = temporary_name(path)
+                with open(tmp, "wb") as handle:       # a handle: np.savez would append .npz to a name
+                    np.savez(handle, **result.__dict__)
                 tmp.replace(path)
         self._memory[key] = result
         return result

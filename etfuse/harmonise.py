@@ -7,12 +7,15 @@ from typing import Sequence
 
 import xarray as xr
 
+from etfuse.settings import Settings
 from etfuse.sources import BBox, get_reader, read_source
 from etfuse.sources.common import file_sha256
 from etfuse.store import DayChange, HarmonisedStore
+from etfuse.tempfiles import temporary_name
 
 
-def harmonise_to_file(source: str, files: Sequence[Path], out: Path, *, settings, bbox: BBox | None = None) -> str:
+def harmonise_to_file(source: str, files: Sequence[Path], out: Path, *, settings: Settings,
+                      bbox: BBox | None = None) -> str:
     """Write the harmonised result of ``files``: NetCDF for grids, CSV for stations.  Returns a summary."""
     from etfuse.stations_meta import stations_to_frame
 
@@ -20,7 +23,7 @@ def harmonise_to_file(source: str, files: Sequence[Path], out: Path, *, settings
     ds = read_source(source, list(files), settings=settings, bbox=bbox)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = temporary_name(out)
     if spec.kind == "grid":
         encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars}
         ds.to_netcdf(tmp, encoding=encoding)
@@ -34,7 +37,7 @@ def harmonise_to_file(source: str, files: Sequence[Path], out: Path, *, settings
     return f"{source}: {what} -> {out}"
 
 
-def harmonise_into_store(source: str, path: Path, store: HarmonisedStore, *, settings,
+def harmonise_into_store(source: str, path: Path, store: HarmonisedStore, *, settings: Settings,
                          bbox: BBox | None = None) -> tuple[xr.Dataset, list[DayChange]]:
     """Read one provider file and store its days; returns the dataset and what changed per day."""
     spec = get_reader(source)

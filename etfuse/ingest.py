@@ -4,7 +4,7 @@ Every file found in ``landing/<source>/`` ends in exactly one place:
 
 * accepted: read, validated (no critical failure), its days written to the harmonised store, the
   raw file moved untouched to ``archive/<source>/<first day>/<sha12>-<name>``;
-* quarantined: the raw file moved untouched to ``quarantine/<source>/<name>`` with
+* quarantined (etfuse/quarantine.py): the raw file moved untouched to ``quarantine/<source>/<name>`` with
   ``<name>.reason.json`` (the stage that refused it, the failed expectations with observed values,
   the time, the report) and a critical alert;
 * duplicate: byte-identical to a file already accepted; the archive already holds those bytes, so
@@ -31,44 +31,45 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
-import re
-import shutil
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 
 from etfuse.alerts import Alert, AlertDispatcher, alert_from_exception, alert_from_validation
+from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError, SourceFormatError, StoreError
+from etfuse.landing import LandingFile, safe_name
+from etfuse.landing import move_file as _move
 from etfuse.mosaic import ModisMosaic, check_missing_tiles
+from etfuse.quarantine import QuarantineError, quarantine, quarantined, release
+from etfuse.settings import Settings
 from etfuse.sources import get_reader, read_source, reader_names
 from etfuse.sources.common import file_sha256
 from etfuse.store import HarmonisedStore
+
+#: quarantine moved to etfuse/quarantine.py; these names stay importable from here
+__all__ = ["SOURCE_ORDER", "INGEST_LOCK_TIMEOUT_S", "IngestLockedError", "ingest_lock", "LandingFile", "FileOutcome",
+           "IngestReport", "IngestContext", "discover", "archive_path", "archive", "ingest_file", "ingest_all",
+           "safe_name", "QuarantineError", "quarantine", "quarantined", "release"]
 
 log = logging.getLogger(__name__)
 
 #: grids first (ERA5-Land before GLEAM, so GLEAM's consistency check finds the same day), stations last
 SOURCE_ORDER = ("era5land", "gleam", "modis", "cma", "stations", "fluxnet")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_REASON = ".reason.json"
 
 
 #: how long an ingest waits for another one to finish before giving up [s]
 INGEST_LOCK_TIMEOUT_S = 3 * 3600.0
 #: errors of the machine, not of the file: the run stops and the file stays in landing for the next
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
-
-
-class QuarantineError(EtfuseError):
-    """A quarantine operation cannot be done (unknown file, name clash)."""
 
 
 class IngestLockedError(EtfuseError):
@@ -80,7 +81,7 @@ _held_locks: dict[str, list] = {}
 
 
 @contextmanager
-def ingest_lock(settings, *, timeout: float | None = None) -> Iterator[None]:
+def ingest_lock(settings: Settings, *, timeout: float | None = None) -> Iterator[None]:
     """One ingest at a time per ETFUSE_HOME (an fcntl lock on ``harmonised/.ingest.lock``).
 
     Re-entrant within a thread (ingest_all holds it and ingest_file takes it again); other threads
@@ -125,17 +126,6 @@ def ingest_lock(settings, *, timeout: float | None = None) -> Iterator[None]:
             handle.close()
 
 
-def safe_name(name: str) -> str:
-    """A provider's file name made safe as a single path component (no separators, no '..')."""
-    base = _UNSAFE.sub("_", Path(str(name).replace("\\", "/")).name).lstrip(".")
-    return (base or "unnamed")[:200]
-
-
-@dataclass(frozen=True)
-class LandingFile:
-    source: str
-    path: Path
-
 
 @dataclass
 class FileOutcome:
@@ -170,7 +160,7 @@ class IngestReport:
 
 
 # ----------------------------------------------------------------------------- discovery
-def discover(settings, *, now: float | None = None) -> tuple[list[LandingFile], list[str]]:
+def discover(settings: Settings, *, now: float | None = None) -> tuple[list[LandingFile], list[str]]:
     """New files in ``landing/<source>/``, in processing order, and what was skipped (with why)."""
     landing = settings.folder("landing")
     known = set(reader_names())
@@ -209,70 +199,24 @@ def discover(settings, *, now: float | None = None) -> tuple[list[LandingFile], 
     return files, skipped
 
 
-# ----------------------------------------------------------------------------- moving files
-def _move(src: Path, dest: Path) -> Path:
-    """Move ``src`` to ``dest``: a rename on one filesystem; across filesystems a copy to a temporary
-    name in dest's folder, fsync, rename, and only then the source is removed."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(src, dest)
-        return dest
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        shutil.copy2(src, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    os.unlink(src)
-    return dest
 
-
-def archive_path(path: Path, *, settings, source: str, sha256: str, first_day: str | None) -> Path:
+def archive_path(path: Path, *, settings: Settings, source: str, sha256: str, first_day: str | None) -> Path:
     """Where an accepted raw file is archived: ``archive/<source>/<first day>/<sha12>-<name>``."""
     return settings.folder("archive") / source / (first_day or "undated") / f"{sha256[:12]}-{safe_name(path.name)}"
 
 
-def archive(path: Path, *, settings, source: str, sha256: str, first_day: str | None) -> Path:
+def archive(path: Path, *, settings: Settings, source: str, sha256: str, first_day: str | None) -> Path:
     """Move an accepted raw file to ``archive/<source>/<first day>/<sha12>-<name>`` (content-addressed)."""
     dest = archive_path(path, settings=settings, source=source, sha256=sha256, first_day=first_day)
     if dest.exists():
         if file_sha256(dest) == sha256:   # the same bytes under the same name are already archived
             path.unlink()
             return dest
-        aside = dest.with_name(f"{dest.name}.mismatch-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
+        aside = dest.with_name(f"{dest.name}.mismatch-{utcnow():%Y%m%dT%H%M%S%f}")
         log.warning("archived %s does not hold the bytes its name says; kept as %s", dest, aside.name)
         os.replace(dest, aside)
     return _move(path, dest)
 
-
-def quarantine(path: Path, *, settings, source: str, sha256: str, reason: dict) -> Path:
-    """Move a refused raw file to ``quarantine/<source>/`` untouched, with ``<name>.reason.json``."""
-    folder = settings.folder("quarantine") / source
-    name = safe_name(path.name)
-    if name.endswith(_REASON):             # would be taken for (and overwritten by) another file's reason record
-        name += ".data"
-    dest = folder / name
-    if dest.exists() and file_sha256(dest) != sha256:
-        dest = folder / f"{sha256[:12]}-{name}"
-    record = {"file": path.name, "source": source, "sha256": sha256,
-              "quarantined_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **reason}
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.reason.json.{os.getpid()}.tmp")
-    try:                                  # the reason first: a full disk fails here, with the file still in landing
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        if dest.exists():
-            path.unlink()                 # identical bytes already quarantined under this name
-        else:
-            _move(path, dest)
-        tmp.replace(dest.with_name(dest.name + _REASON))
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
 
 
 # ----------------------------------------------------------------------------- one file
@@ -288,7 +232,8 @@ class IngestContext:
     known_station_ids: frozenset[str] | None = None
 
     @classmethod
-    def create(cls, settings, *, today: date | None = None, dispatcher: AlertDispatcher | None = None) -> "IngestContext":
+    def create(cls, settings: Settings, *, today: date | None = None,
+               dispatcher: AlertDispatcher | None = None) -> "IngestContext":
         from etfuse.quality.drift import default_stats_path, load_reference_stats
         from etfuse.stations_meta import known_locations
         settings.ensure_folders()
@@ -300,7 +245,7 @@ class IngestContext:
         except Exception:  # noqa: BLE001 - an empty store has no station table yet
             pass
         return cls(settings, store, dispatcher or AlertDispatcher(settings),
-                   today or datetime.now(timezone.utc).date(), stats, frozenset(ids))
+                   today or utcnow().date(), stats, frozenset(ids))
 
 
 def _alert(ctx: IngestContext, alert: Alert, outcome: FileOutcome) -> None:
@@ -440,7 +385,8 @@ def _finish(outcome: FileOutcome, t0: float) -> FileOutcome:
     return outcome
 
 
-def ingest_all(settings, *, today: date | None = None, dispatcher: AlertDispatcher | None = None) -> IngestReport:
+def ingest_all(settings: Settings, *, today: date | None = None,
+               dispatcher: AlertDispatcher | None = None) -> IngestReport:
     """Every new landing file, in order (the plain-Python form of the ingest flow)."""
     ctx = IngestContext.create(settings, today=today, dispatcher=dispatcher)
     with ingest_lock(settings):
@@ -451,64 +397,3 @@ def ingest_all(settings, *, today: date | None = None, dispatcher: AlertDispatch
         check_missing_tiles(ctx.store, settings, ctx.dispatcher)
     ctx.dispatcher.flush()
     return report
-
-
-# ----------------------------------------------------------------------------- quarantine management
-def quarantined(settings) -> list[dict]:
-    """Every file in quarantine with its reason record (a file whose record is missing is listed too)."""
-    out = []
-    root = settings.folder("quarantine")
-    for data in sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith(".")
-                       and not p.name.endswith(_REASON)):
-        reason_file = data.with_name(data.name + _REASON)
-        try:
-            record = json.loads(reason_file.read_text())
-        except (OSError, ValueError):
-            record = {"error": "no reason record (the quarantine was interrupted); see the ingest logs"}
-        failed = [o["check"] for o in record.get("outcomes", []) if not o.get("success", True)]
-        out.append({"source": data.parent.name, "file": data.name, "path": str(data),
-                    "stage": record.get("stage"), "quarantined_at": record.get("quarantined_at"),
-                    "why": ", ".join(failed) or record.get("error", ""), "report": record.get("report_path")})
-    return out
-
-
-def release(settings, name: str) -> LandingFile:
-    """Move a quarantined file back to ``landing/<source>/`` (after a fix) so it is ingested again.
-
-    ``name`` is a quarantined file's name, ``SOURCE/NAME``, or its path inside the quarantine folder;
-    any other path is refused (release never touches a file outside quarantine).
-    """
-    root = settings.folder("quarantine")
-    given = Path(name)
-    if given.is_absolute():
-        try:
-            inside = given.resolve().relative_to(root.resolve())
-        except ValueError:
-            raise QuarantineError(f"{name} is not in the quarantine folder {root}; pass a quarantined file's "
-                                  "name or SOURCE/NAME (etfuse quarantine list)") from None
-        parts = inside.parts
-    else:
-        parts = given.parts
-    if not parts or len(parts) > 2 or any(part in ("..", ".") for part in parts) or parts[-1].endswith(_REASON):
-        raise QuarantineError(f"{name!r} does not name a quarantined file; pass NAME or SOURCE/NAME "
-                              "as `etfuse quarantine list` shows them")
-    wanted = parts[-1]                     # looked up literally: no glob, so '*' or '[' match nothing
-    folders = [root / parts[0]] if len(parts) == 2 else sorted(p for p in root.glob("*") if p.is_dir())
-    matches = [folder / wanted for folder in folders if (folder / wanted).is_file()]
-    if not matches:
-        known = [f"{q['source']}/{q['file']}" for q in quarantined(settings)]
-        raise QuarantineError(f"no quarantined file named {name!r}; quarantined: {known or 'none'}")
-    if len(matches) > 1:
-        raise QuarantineError(f"{wanted!r} is quarantined for several sources ({[m.parent.name for m in matches]}); "
-                              "pass SOURCE/NAME")
-    data = matches[0]
-    source = data.parent.name
-    reason = data.with_name(data.name + _REASON)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    if reason.exists():
-        _move(reason, root / source / "released" / f"{data.name}.{stamp}.reason.json")
-    dest = settings.folder("landing") / source / data.name
-    if dest.exists():
-        raise QuarantineError(f"{dest} already exists in landing; ingest or remove it first")
-    _move(data, dest)
-    return LandingFile(source, dest)

@@ -33,6 +33,7 @@ import xarray as xr
 
 from etfuse.alerts import Alert, AlertDispatcher
 from etfuse.alerts.once import OnceLedger
+from etfuse.clock import utcnow
 from etfuse.settings import Settings
 from etfuse.sources.modis_tiles import expected_tiles, footprint, region_lattice
 from etfuse.store import HarmonisedStore, content_sha256
@@ -168,7 +169,7 @@ def incomplete_days(store: HarmonisedStore, settings: Settings, now: dt.datetime
 def check_missing_tiles(store: HarmonisedStore, settings: Settings, dispatcher: AlertDispatcher,
                         now: dt.datetime | None = None) -> list[Alert]:
     """One ``modis_tiles_missing`` warning per day and missing set, past the grace period."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or utcnow()
     once = OnceLedger.for_settings(settings)
     sent = []
     for inc in incomplete_days(store, settings, now):

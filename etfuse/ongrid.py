@@ -1,6 +1,6 @@
 """Harmonised source fields brought onto the target grid, in memory only.
 
-GLEAM and ERA5-Land go by nearest neighbour, MODIS LST by bilinear weights (design.md §4), through
+GLEAM and ERA5-Land go by nearest neighbour, MODIS LST by bilinear weights (docs/model-card.md), through
 cached separable index maps; nothing at 0.01 deg is written to disk here.
 """
 

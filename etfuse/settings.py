@@ -337,7 +337,7 @@ class ScheduleSettings(_Section):
 
 
 class ServingSettings(_Section):
-    """The predictor, the product and the HTTP API; see docs/product.md and docs/serving.md."""
+    """The predictor, the product and the HTTP API; see docs/product.md and docs/configuration.md."""
 
     #: "cpu", "cuda" (fails unless CUDA really runs, see allow_cpu_fallback) or "auto" (CUDA when usable).
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -369,7 +369,7 @@ class ServingSettings(_Section):
 
 
 class MlflowSettings(_Section):
-    """Experiment tracking and the model registry (training/registry.py); see docs/registry.md.
+    """Experiment tracking and the model registry (training/registry/); see docs/registry.md.
 
     Where MLflow is, in falling priority: an explicit ``tracking_uri=`` in code, the environment
     variable ``MLFLOW_TRACKING_URI`` (when set and not empty), ``tracking_uri`` below (YAML or
@@ -762,7 +762,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ETFUSE_", env_nested_delimiter="__",
                                       extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    #: Runtime root; every folder of design.md §2 lives below it.
+    #: Runtime root; every runtime folder (docs/architecture.md) lives below it.
     home: Path = Path("var")
     region: RegionSettings = RegionSettings()
     #: Days of input the GCN-GRU sees per prediction [days].
@@ -815,7 +815,7 @@ class Settings(BaseSettings):
 
     # -- runtime folders -------------------------------------------------------------------
     def folder(self, name: str) -> Path:
-        """One of the runtime folders of design.md §2 (not created here)."""
+        """One of the runtime folders of docs/architecture.md (not created here)."""
         if name not in RUNTIME_FOLDERS:
             raise KeyError(f"unknown runtime folder {name!r}; expected one of {RUNTIME_FOLDERS}")
         return self.home / name

@@ -8,9 +8,10 @@ import pandas as pd
 from etfuse.grid import IndexMapCache, TargetGrid
 from etfuse.metrics import all_scores
 from etfuse.ongrid import at_cells
+from etfuse.settings import Settings
 
 
-def score_raw_sources(store, settings) -> pd.DataFrame:
+def score_raw_sources(store, settings: Settings) -> pd.DataFrame:
     """RMSE, MAE, RB, CC, KGE of GLEAM and ERA5-Land ET at station cells, on shared station-days."""
     grid = TargetGrid.from_region(settings.region)
     cache = IndexMapCache(settings.folder("cache") / "index_maps")

@@ -3,6 +3,7 @@
 Layout under ``$ETFUSE_HOME/harmonised``::
 
     ledger.sqlite                          what arrived when, from which file, every revision
+                                           (etfuse/store_ledger.py)
     grids/<source>/<YYYY>/<source>_<YYYY-MM-DD>.nc   the current version of a day (one file per day)
     grids/<source>/revisions/<source>_<YYYY-MM-DD>.r<N>.nc   superseded versions, never deleted
 
@@ -36,12 +37,9 @@ import json
 import logging
 import os
 import re
-import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,6 +47,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
+from etfuse.store_ledger import _SCHEMA, StoreLedger, _now
 from etfuse.tempfiles import remove_orphaned, temporary_name
 
 log = logging.getLogger(__name__)
@@ -62,31 +61,6 @@ Action = Literal["new", "extended", "revised", "unchanged", "superseded", "final
 #: or ``(incoming, None)`` to leave the whole-day rules in charge.
 Combine = Callable[[xr.Dataset | None, xr.Dataset], tuple[xr.Dataset, str | None]]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS grid_versions (
-    source TEXT NOT NULL, day TEXT NOT NULL, variable TEXT NOT NULL, revision INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, stream TEXT, action TEXT NOT NULL,
-    file_name TEXT, file_sha256 TEXT, stored_at TEXT NOT NULL,
-    PRIMARY KEY (source, day, variable, revision));
-CREATE TABLE IF NOT EXISTS station_obs (
-    source TEXT NOT NULL, station_id TEXT NOT NULL, day TEXT NOT NULL,
-    et_mm REAL, lat REAL NOT NULL, lon REAL NOT NULL, elevation_m REAL, extras TEXT,
-    sha256 TEXT NOT NULL, revision INTEGER NOT NULL, file_name TEXT, file_sha256 TEXT, stored_at TEXT NOT NULL,
-    PRIMARY KEY (source, station_id, day));
-CREATE TABLE IF NOT EXISTS station_obs_history (
-    source TEXT NOT NULL, station_id TEXT NOT NULL, day TEXT NOT NULL,
-    et_mm REAL, lat REAL, lon REAL, elevation_m REAL, extras TEXT,
-    sha256 TEXT NOT NULL, revision INTEGER NOT NULL, file_name TEXT, file_sha256 TEXT, stored_at TEXT NOT NULL,
-    superseded_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS station_obs_day ON station_obs (source, day);
-CREATE TABLE IF NOT EXISTS deliveries (
-    sha256 TEXT NOT NULL, file_name TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
-    kept_as TEXT, days TEXT, detail TEXT, processed_at TEXT NOT NULL,
-    PRIMARY KEY (sha256, file_name, source));
-CREATE TABLE IF NOT EXISTS reprocess (
-    day TEXT NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL, marked_at TEXT NOT NULL, done_at TEXT,
-    PRIMARY KEY (day, source, reason, marked_at));
-"""
 
 
 @dataclass
@@ -124,11 +98,6 @@ class _GridDayPlan:
     data: xr.Dataset | None = None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-#: Temporary day files older than this are removed whoever wrote them [s].
 _STALE_TMP_SECONDS = 24 * 3600
 
 
@@ -145,7 +114,7 @@ def content_sha256(values: np.ndarray, lat: np.ndarray | None = None, lon: np.nd
     return h.hexdigest()
 
 
-class HarmonisedStore:
+class HarmonisedStore(StoreLedger):
     """Per-source daily harmonised data; see the module docstring for layout and rules."""
 
     def __init__(self, root: Path) -> None:
@@ -156,17 +125,6 @@ class HarmonisedStore:
         #: day files half-written by writers that died, removed now
         self.removed_temp_files = remove_orphaned((self.root / "grids").glob("*/*/.*.tmp"),
                                                   stale_seconds=_STALE_TMP_SECONDS)
-
-    # ------------------------------------------------------------------ ledger
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.root / "ledger.sqlite", timeout=60)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                yield db
-        finally:
-            db.close()
 
     # ------------------------------------------------------------------ grids
     def day_path(self, source: str, day: pd.Timestamp) -> Path:
@@ -322,18 +280,6 @@ class HarmonisedStore:
                   plan.per_day_attrs.get("era5_stream"), "recovered", file_name, file_sha256, _now())
                  for v in missing])
 
-    def first_stored(self, source: str, *, since: datetime | None = None) -> dict[pd.Timestamp, datetime]:
-        """Per day of a gridded source, when its first version was stored (UTC); with ``since``, only
-        days that got a version at or after it."""
-        query = "SELECT day, MIN(stored_at) FROM grid_versions WHERE source=?"
-        args: list = [source]
-        if since is not None:
-            query += " AND day IN (SELECT day FROM grid_versions WHERE source=? AND stored_at >= ?)"
-            args += [source, since.astimezone(timezone.utc).isoformat(timespec="seconds")]
-        with self._db() as db:
-            rows = db.execute(query + " GROUP BY day", args).fetchall()
-        return {pd.Timestamp(d): datetime.fromisoformat(t) for d, t in rows}
-
     def _revision(self, source: str, day: pd.Timestamp) -> int:
         with self._db() as db:
             row = db.execute("SELECT MAX(revision) FROM grid_versions WHERE source=? AND day=?",
@@ -465,82 +411,3 @@ class HarmonisedStore:
             frame = pd.read_sql_query(query + " ORDER BY source, station_id, day", db, params=args)
         frame["date"] = pd.to_datetime(frame.pop("day"))
         return frame[["source", "station_id", "date", "lat", "lon", "elevation_m", "et_mm", "extras", "revision"]]
-
-    # ------------------------------------------------------------------ deliveries and reprocessing
-    def record_delivery(self, *, sha256: str, file_name: str, source: str, status: str, kept_as: str | None,
-                        days: Sequence[str] = (), detail: dict | None = None) -> None:
-        """What became of one provider file: accepted (archived), quarantined, duplicate, released."""
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?,?)",
-                       (sha256, file_name, source, status, kept_as, json.dumps(list(days)),
-                        json.dumps(detail or {}, default=str), _now()))
-
-    def delivery(self, sha256: str, source: str | None = None) -> dict | None:
-        """The latest record of a file with this content (any name), or None."""
-        query = "SELECT sha256, file_name, source, status, kept_as, days, detail, processed_at FROM deliveries WHERE sha256=?"
-        args: list = [sha256]
-        if source:
-            query += " AND source=?"
-            args.append(source)
-        with self._db() as db:
-            row = db.execute(query + " ORDER BY processed_at DESC LIMIT 1", args).fetchone()
-        if row is None:
-            return None
-        keys = ("sha256", "file_name", "source", "status", "kept_as", "days", "detail", "processed_at")
-        rec = dict(zip(keys, row))
-        rec["days"], rec["detail"] = json.loads(rec["days"]), json.loads(rec["detail"])
-        return rec
-
-    def deliveries(self) -> pd.DataFrame:
-        with self._db() as db:
-            return pd.read_sql_query("SELECT * FROM deliveries ORDER BY processed_at", db)
-
-    def mark_reprocess(self, days: Sequence[str | pd.Timestamp], *, source: str, reason: str) -> None:
-        """Product days whose inputs changed (a revision) and must be computed again."""
-        now = _now()
-        with self._db() as db:
-            db.executemany("INSERT OR IGNORE INTO reprocess VALUES (?,?,?,?,NULL)",
-                           [(f"{pd.Timestamp(d):%Y-%m-%d}", source, reason, now) for d in days])
-
-    def pending_reprocess(self) -> pd.DataFrame:
-        with self._db() as db:
-            return pd.read_sql_query("SELECT day, source, reason, marked_at FROM reprocess WHERE done_at IS NULL "
-                                     "ORDER BY day", db)
-
-    def reprocess_done(self, days: Sequence[str | pd.Timestamp]) -> None:
-        now = _now()
-        with self._db() as db:
-            db.executemany("UPDATE reprocess SET done_at=? WHERE day=? AND done_at IS NULL",
-                           [(now, f"{pd.Timestamp(d):%Y-%m-%d}") for d in days])
-
-    # ------------------------------------------------------------------ history and summary
-    def revisions(self, source: str | None = None) -> pd.DataFrame:
-        """Every revised grid variable and station row, with both versions' files and times."""
-        with self._db() as db:
-            grid = pd.read_sql_query(
-                "SELECT source, day, variable AS item, revision, stream, file_name, file_sha256, stored_at "
-                "FROM grid_versions WHERE action='revised'" + (" AND source=?" if source else ""),
-                db, params=[source] if source else [])
-            stations = pd.read_sql_query(
-                "SELECT source, day, station_id AS item, revision, NULL AS stream, file_name, file_sha256, stored_at "
-                "FROM station_obs WHERE revision > 0" + (" AND source=?" if source else ""),
-                db, params=[source] if source else [])
-        return pd.concat([grid, stations], ignore_index=True).sort_values(["source", "day", "item"]).reset_index(drop=True)
-
-    def summary(self) -> pd.DataFrame:
-        """One row per source: kind, first and last day, number of days (and stations)."""
-        rows = []
-        grids = self.root / "grids"
-        for folder in sorted(p for p in grids.iterdir() if p.is_dir()) if grids.exists() else []:
-            days = self.grid_days(folder.name)
-            if days:
-                rows.append({"source": folder.name, "kind": "grid", "first_day": days[0].date(),
-                             "last_day": days[-1].date(), "days": len(days), "stations": None})
-        with self._db() as db:
-            for source, first, last, n_days, n_st, n_obs in db.execute(
-                    "SELECT source, MIN(day), MAX(day), COUNT(DISTINCT day), COUNT(DISTINCT station_id), "
-                    "COUNT(et_mm) FROM station_obs GROUP BY source"):
-                rows.append({"source": source, "kind": "stations", "first_day": pd.Timestamp(first).date(),
-                             "last_day": pd.Timestamp(last).date(), "days": n_days, "stations": n_st,
-                             "observations": n_obs})
-        return pd.DataFrame(rows)

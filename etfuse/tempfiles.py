@@ -64,3 +64,21 @@ def remove_orphaned(paths: Iterable[Path], *, stale_seconds: float) -> list[Path
                 continue
             removed.append(path)
     return removed
+
+
+def write_atomic(path: Path, data: bytes | str, *, encoding: str = "utf-8") -> Path:
+    """Write ``data`` (text or bytes) to ``path`` so a reader sees the old file or the new one, never
+    half of one: under ``temporary_name(path)`` first, then ``os.replace``.  The folder is created;
+    a failed write leaves no temporary file behind.  Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding=encoding)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -22,14 +22,12 @@ from flows.common import flow_settings
 @task(name="backfill-chunk", task_run_name="backfill {start}..{end}", cache_policy=NO_CACHE)
 def backfill_chunk(config: str | None, home: str | None, start: date, end: date, threads: int) -> dict:
     """One chunk, run in a Dask worker: everything is rebuilt from plain parameters there."""
-    from serving.predictor import Predictor
-    from serving.product import ProductStore
     from serving.update import run_update
-    from training.registry import ModelRegistry
+    from serving.wiring import ServingParts
     settings = flow_settings(config, home)
     settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"threads": threads})})
-    predictor = Predictor(settings, registry=ModelRegistry(settings))
-    report = run_update(settings, predictor=predictor, product=ProductStore(settings, reconcile=False),
+    parts = ServingParts(settings, reconcile=False)
+    report = run_update(settings, predictor=parts.predictor, product=parts.product,
                         start=pd.Timestamp(start), end=pd.Timestamp(end), build_years=False, lock=False)
     return {"start": f"{start}", "end": f"{end}", "written": report.written, "seconds": sum(report.seconds_per_day)}
 
@@ -67,15 +65,14 @@ def chunks(days: list[pd.Timestamp], size: int, workers: int = 1) -> list[tuple[
 def backfill_flow(config: str | None = None, home: str | None = None, start: date | None = None,
                   end: date | None = None, chunk_days: int = 30, threads_per_worker: int = 1,
                   workers: int = 1) -> dict:
-    from serving.predictor import Predictor
-    from serving.product import ProductStore
     from serving.update import plan_days, product_lock
-    from training.registry import ModelRegistry
+    from serving.wiring import ServingParts
     from etfuse.store import HarmonisedStore
     logger = get_run_logger()
     settings = flow_settings(config, home)
-    product = ProductStore(settings)
-    model = Predictor(settings, registry=ModelRegistry(settings)).model()
+    parts = ServingParts(settings)
+    product = parts.product
+    model = parts.predictor.model()
     with product_lock(settings):
         plans = plan_days(settings, HarmonisedStore(settings.harmonised), product, model_version=model.version,
                           window_days=model.window_days, start=start, end=end)

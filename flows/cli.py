@@ -174,7 +174,7 @@ def ingest(
 @quarantine_app.command("list")
 def quarantine_list() -> None:
     """Quarantined files: source, name, when, the stage that refused them and why."""
-    from etfuse.ingest import quarantined
+    from etfuse.quarantine import quarantined
     rows = quarantined(settings())
     if not rows:
         typer.echo("quarantine is empty")
@@ -208,13 +208,14 @@ def train(
 ) -> None:
     """Train a GCN-GRU on the harmonised store, evaluate it on held-out stations, export ONNX,
     register it in MLflow as `challenger` and promote it to `champion` if it passes the gate."""
+    from etfuse.actor import default_actor
     from training.pipeline import format_table, run_training
     s = settings()
     registry = None
     if not no_register:
         from training.registry import ModelRegistry
         registry = ModelRegistry(s)
-    outcome = run_training(s, registry=registry, actor=_actor(), start=start, end=end, echo=typer.echo)
+    outcome = run_training(s, registry=registry, actor=default_actor(), start=start, end=end, echo=typer.echo)
     typer.echo("\nheld-out stations, same station-days for every model:")
     typer.echo(format_table(outcome.table))
     if outcome.version is not None:
@@ -242,13 +243,12 @@ def update(
     if direct:
         from rich.progress import Progress
 
-        from serving.predictor import Predictor
-        from serving.product import ProductStore
         from serving.update import run_update
-        from training.registry import ModelRegistry
+        from serving.wiring import ServingParts
+        parts = ServingParts(s)
         with Progress(transient=True) as bar:
             job = bar.add_task("update", total=None)
-            report = run_update(s, predictor=Predictor(s, registry=ModelRegistry(s)), product=ProductStore(s),
+            report = run_update(s, predictor=parts.predictor, product=parts.product,
                                 start=pd.Timestamp(start) if start else None, end=pd.Timestamp(end) if end else None,
                                 progress=lambda k, n, d: bar.update(job, completed=k, total=n,
                                                                     description=f"update {d:%Y-%m-%d}"))
@@ -270,11 +270,10 @@ def serve(
     import uvicorn
 
     from serving.api import create_app
-    from serving.predictor import Predictor
-    from training.registry import ModelRegistry
+    from serving.wiring import ServingParts
     s = settings()
-    registry = ModelRegistry(s)
-    app_ = create_app(s, registry=registry, predictor=Predictor(s, registry=registry))
+    parts = ServingParts(s)
+    app_ = create_app(s, registry=parts.registry, predictor=parts.predictor)
     uvicorn.run(app_, host=host or s.serving.host, port=port or s.serving.port, log_level="info")
 
 
@@ -286,12 +285,11 @@ def daily(
     s = settings()
     if direct:
         from etfuse.ingest import ingest_all
-        from serving.predictor import Predictor
-        from serving.product import ProductStore
-        from training.registry import ModelRegistry
+        from serving.wiring import ServingParts
         _print_outcomes(ingest_all(s).to_json())
         from flows.cli_ops import after_daily, today_first
-        today_first(s, Predictor(s, registry=ModelRegistry(s)), ProductStore(s))
+        parts = ServingParts(s)
+        today_first(s, parts.predictor, parts.product)
         after_daily(s)
         return
     from flows.daily import daily_flow
@@ -357,15 +355,6 @@ def schedule(
 
 
 _config_path = cli_config_path
-
-
-def _actor() -> str:
-    import getpass
-    import socket
-    try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    except Exception:  # noqa: BLE001
-        return "cli"
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from etfuse.settings import Settings
 from flows.common import cli_config_path, cli_settings
 
 #: fetch errors that are the operator's configuration (exit 2); others exit 1
@@ -76,7 +77,7 @@ def fetch(
         typer.echo("no source enabled: set fetch.<source>.enabled or name the sources (etfuse fetch gleam)")
 
 
-def _direct(settings, sources, since, until, dry_run) -> dict:
+def _direct(settings: Settings, sources, since, until, dry_run) -> dict:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 

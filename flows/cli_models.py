@@ -68,7 +68,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _actor(by: str | None) -> str:
-    from training.registry import default_actor
+    from etfuse.actor import default_actor
 
     return by or default_actor()
 

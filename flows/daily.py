@@ -7,6 +7,7 @@ from datetime import date
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from etfuse.settings import Settings
 from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 from flows.ingest import ingest_flow
@@ -14,7 +15,7 @@ from flows.update import update_flow
 
 
 @task(name="check-freshness", cache_policy=NO_CACHE)
-def check_freshness(settings) -> list[str]:
+def check_freshness(settings: Settings) -> list[str]:
     """An ``overdue`` alert per late source (once per freshness.alert_every_hours)."""
     from etfuse.alerts import AlertDispatcher
     from etfuse.freshness import check_overdue
@@ -28,7 +29,7 @@ def check_freshness(settings) -> list[str]:
 
 
 @task(name="heartbeat", cache_policy=NO_CACHE, timeout_seconds=120)
-def heartbeat(settings) -> bool | None:
+def heartbeat(settings: Settings) -> bool | None:
     """Ping the dead-man's switch (freshness.heartbeat_url) once the run has succeeded."""
     from etfuse.freshness import ping_heartbeat
     return ping_heartbeat(settings)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from etfuse.errors import EtfuseError
+from etfuse.settings import Settings
 
 ENTRYPOINTS = {"daily": "flows/daily.py:daily_flow", "retrain": "flows/retrain.py:retrain_flow",
                "history": "flows/history.py:history_flow", "rollback": "flows/rollback.py:rollback_flow",
@@ -35,7 +36,7 @@ class ScheduleError(EtfuseError):
     """Scheduling cannot work as configured."""
 
 
-def require_server(settings) -> str:
+def require_server(settings: Settings) -> str:
     url = os.environ.get("PREFECT_API_URL") or settings.prefect.api_url
     if not url:
         raise ScheduleError("schedules need a Prefect server: set prefect.api_url (or PREFECT_API_URL), e.g. "
@@ -44,7 +45,7 @@ def require_server(settings) -> str:
 
 
 @contextmanager
-def _server(settings) -> Iterator[str]:
+def _server(settings: Settings) -> Iterator[str]:
     """Talk to the configured server.  Prefect reads PREFECT_API_URL once, when it is imported, so
     setting the variable is not enough in a process that has imported it already; the variable is
     set too for the flow-run processes the runner starts."""
@@ -55,7 +56,7 @@ def _server(settings) -> Iterator[str]:
         yield url
 
 
-def _specs(settings, config: str | None) -> list[tuple[str, object, str | None, dict]]:
+def _specs(settings: Settings, config: str | None) -> list[tuple[str, object, str | None, dict]]:
     """(name, flow, cron or None for run-on-demand, parameters) of every deployment."""
     from etfuse.fetch.run import enabled_sources
     from flows.backfill import backfill_flow
@@ -90,12 +91,12 @@ def concurrency(name: str):
     return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
-def _schedules(settings, cron: str | None) -> list:
+def _schedules(settings: Settings, cron: str | None) -> list:
     from prefect.client.schemas.schedules import CronSchedule
     return [CronSchedule(cron=cron, timezone=settings.schedule.timezone)] if cron else []
 
 
-def runner_deployments(settings, config: str | None = None) -> list:
+def runner_deployments(settings: Settings, config: str | None = None) -> list:
     """RunnerDeployments for ``prefect.serve``."""
     out = []
     for name, flow, cron, params in _specs(settings, config):
@@ -106,14 +107,14 @@ def runner_deployments(settings, config: str | None = None) -> list:
     return out
 
 
-def serve(settings, config: str | None = None) -> None:
+def serve(settings: Settings, config: str | None = None) -> None:
     """Register and run the scheduled deployments in this process until it is stopped."""
     from prefect import serve as prefect_serve
     with _server(settings):
         prefect_serve(*runner_deployments(settings, config), pause_on_shutdown=False)
 
 
-def register(settings, *, source: str, config: str | None = None) -> list[str]:
+def register(settings: Settings, *, source: str, config: str | None = None) -> list[str]:
     """Register the deployments for ``settings.schedule.work_pool`` with code at ``source`` (a folder)."""
     from prefect.flows import Flow
     ids = []

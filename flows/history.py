@@ -46,15 +46,13 @@ def _progress_reporter():
 def history_flow(config: str | None = None, home: str | None = None, since: date | None = None,
                  until: date | None = None, chunk_days: int | None = None, nice: bool = True) -> dict:
     from serving.history import recompute_history
-    from serving.predictor import Predictor
-    from serving.product import ProductStore
-    from training.registry import ModelRegistry
+    from serving.wiring import ServingParts
     settings = flow_settings(config, home)
     if nice and settings.update.history_nice:
         os.nice(settings.update.history_nice)                 # this flow run's process only
-    report = recompute_history(settings, predictor=Predictor(settings, registry=ModelRegistry(settings)),
-                               product=ProductStore(settings), start=since, end=until, chunk_days=chunk_days,
-                               progress=_progress_reporter())
+    parts = ServingParts(settings)
+    report = recompute_history(settings, predictor=parts.predictor, product=parts.product, start=since, end=until,
+                               chunk_days=chunk_days, progress=_progress_reporter())
     get_run_logger().info(report.summary())
     return {"summary": report.summary(), "days": len(report.written), "chunks": report.chunks,
             "model_version": report.model_version}

@@ -1,7 +1,7 @@
 """The quarantine-release flow: put a fixed quarantined file back into landing, then ingest it.
 
 A deployment (flows/deployments.py), so an operator releases a file from the Prefect UI instead of
-``docker exec ... etfuse quarantine release``.  The work is etfuse.ingest.release.
+``docker exec ... etfuse quarantine release``.  The work is etfuse.quarantine.release.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from flows.common import flow_settings
                   "landing and, unless ingest=false, ingest it at once.")
 def quarantine_release_flow(name: str, config: str | None = None, home: str | None = None,
                             ingest: bool = True) -> dict:
-    from etfuse.ingest import release
+    from etfuse.quarantine import release
     settings = flow_settings(config, home)
     landed = release(settings, name)
     logger = get_run_logger()

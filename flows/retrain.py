@@ -5,12 +5,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from etfuse.settings import Settings
 from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 
 
 @task(name="train-evaluate-register", cache_policy=NO_CACHE)
-def train_task(settings, actor: str) -> dict:
+def train_task(settings: Settings, actor: str) -> dict:
     from training.pipeline import format_table, run_training
     from training.registry import ModelRegistry
     logger = get_run_logger()

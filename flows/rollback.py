@@ -5,13 +5,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from etfuse.settings import Settings
 from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 
 
 # no retries: a rollback is not idempotent (a second attempt after a lost answer would walk back twice)
 @task(name="move-champion-alias", cache_policy=NO_CACHE, timeout_seconds=300)
-def move_alias(settings, to: int | None, actor: str, reason: str) -> tuple[int | None, int]:
+def move_alias(settings: Settings, to: int | None, actor: str, reason: str) -> tuple[int | None, int]:
     from training.registry import ModelRegistry
     registry = ModelRegistry(settings)
     before = registry.champion()
@@ -20,18 +21,16 @@ def move_alias(settings, to: int | None, actor: str, reason: str) -> tuple[int |
 
 
 @task(name="recompute-days-of-rolled-back-version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 120])
-def recompute(settings, rolled_back: int) -> dict:
+def recompute(settings: Settings, rolled_back: int) -> dict:
     """The newest ``update.recent_days`` of them now; the older ones are left to the history recompute."""
-    from serving.predictor import Predictor
-    from serving.product import ProductStore
     from serving.update import run_update
-    from training.registry import ModelRegistry
-    product = ProductStore(settings)
+    from serving.wiring import ServingParts
+    parts = ServingParts(settings)
+    product = parts.product
     days = [r.day for r in product.records() if r.model_version == rolled_back]
     if not days:
         return {"days": 0, "summary": f"no product day was written by v{rolled_back}"}
-    predictor = Predictor(settings, registry=ModelRegistry(settings))
-    report = run_update(settings, predictor=predictor, product=product, start=min(days), end=max(days),
+    report = run_update(settings, predictor=parts.predictor, product=product, start=min(days), end=max(days),
                         newest=True, max_days=settings.update.recent_days)
     return {"days": len(report.written), "summary": report.summary(), "deferred": len(report.deferred)}
 

@@ -9,7 +9,7 @@ from etfuse.settings import Settings
 
 def status_lines(s: Settings) -> list[str]:
     """Stored inputs, product days, provisional days, the champion, quarantine and recent alerts, as text."""
-    from etfuse.ingest import quarantined
+    from etfuse.quarantine import quarantined
     from etfuse.store import HarmonisedStore
     from serving.product import ProductStore
 

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from etfuse.settings import Settings
 from flows.alerting import alert_on_failure
 from flows.common import flow_settings
 
@@ -35,15 +36,13 @@ def _progress_printer(total_hint: str):
 
 
 @task(name="compute-days", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[30, 120])
-def compute_days(settings, start, end, max_days: int | None = None) -> dict:
+def compute_days(settings: Settings, start, end, max_days: int | None = None) -> dict:
     """The newest stale days first (at most ``max_days``); retried: the model comes from MLflow/S3, and a
     retry only computes what is still stale."""
-    from serving.predictor import Predictor
-    from serving.product import ProductStore
     from serving.update import run_update
-    from training.registry import ModelRegistry
-    predictor = Predictor(settings, registry=ModelRegistry(settings))
-    report = run_update(settings, predictor=predictor, product=ProductStore(settings), start=start, end=end,
+    from serving.wiring import ServingParts
+    parts = ServingParts(settings)
+    report = run_update(settings, predictor=parts.predictor, product=parts.product, start=start, end=end,
                         progress=_progress_printer(""), newest=True, max_days=max_days)
     return {"summary": report.summary(), "model_version": report.model_version, "written": report.written,
             "years_rebuilt": report.years_rebuilt, "deferred": len(report.deferred),
@@ -53,7 +52,7 @@ def compute_days(settings, start, end, max_days: int | None = None) -> dict:
 
 @task(name="champion-version", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(5),
       timeout_seconds=120)
-def champion_version(settings) -> int | None:
+def champion_version(settings: Settings) -> int | None:
     """The champion's version from MLflow (None before the first promotion); retried with back-off."""
     from training.registry import ModelRegistry
     info = ModelRegistry(settings).champion()
@@ -84,7 +83,7 @@ def update_flow(config: str | None = None, home: str | None = None, day: date | 
     return result
 
 
-def _no_model(settings, reason: str) -> dict:
+def _no_model(settings: Settings, reason: str) -> dict:
     """Say once per alert window that no product day was computed, and why."""
     from etfuse.alerts import Alert, AlertDispatcher
     dispatcher = AlertDispatcher(settings)

@@ -17,6 +17,8 @@ import time
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from etfuse.settings import Settings
+
 #: paths never rate-limited: probes and the scraper must get through while users are throttled
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics")
 
@@ -29,7 +31,7 @@ def presented_token(request: Request) -> str | None:
     return request.headers.get("x-etfuse-token")
 
 
-def check_token(settings, request: Request, what: str) -> None:
+def check_token(settings: Settings, request: Request, what: str) -> None:
     """Raise 403 when no token is configured, 401 when the request's token is missing or wrong."""
     expected = settings.serving.admin_token
     if not expected:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from etfuse import __version__
 from etfuse.freshness import product_staleness
 from etfuse.grid import TargetGrid
+from etfuse.settings import Settings
 from serving.reports import reports_router
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _finite(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def create_app(settings, *, product=None, registry=None, predictor=None) -> FastAPI:
+def create_app(settings: Settings, *, product=None, registry=None, predictor=None) -> FastAPI:
     """The API over ``settings``' product; collaborators can be injected (tests)."""
     from serving.access import RateLimit, check_token
     from serving.downloads import subset_size, write_subset
@@ -317,8 +318,7 @@ def app_from_environment() -> FastAPI:
     settings = load_settings()
     registry = predictor = None
     if settings.distribution.serve_with_registry:
-        from serving.predictor import Predictor
-        from training.registry import ModelRegistry
-        registry = ModelRegistry(settings)
-        predictor = Predictor(settings, registry=registry)
+        from serving.wiring import ServingParts
+        parts = ServingParts(settings)
+        registry, predictor = parts.registry, parts.predictor
     return create_app(settings, registry=registry, predictor=predictor)

@@ -29,7 +29,7 @@ import functools
 import importlib.metadata
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -37,6 +37,7 @@ import netCDF4
 import numpy as np
 import pandas as pd
 
+from etfuse import clock
 from etfuse.grid import TargetGrid
 
 CONVENTIONS = "CF-1.11, ACDD-1.3"
@@ -102,12 +103,9 @@ def etfuse_version() -> str:
         return "unknown"
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The product's CF/ACDD time stamps: whole seconds, ``2021-06-01T10:00:00Z``."""
+    return clock.iso_utc(moment, "seconds")
 
 
 def sources_mask(sources: Iterable[str]) -> int:

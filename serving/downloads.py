@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from etfuse.clock import utcnow
 from etfuse.grid import TargetGrid
 from etfuse.tempfiles import temporary_name
-from serving.cf_product import DayProvenance, global_attributes, iso_utc, utc_now, write_product_file
+from serving.cf_product import DayProvenance, global_attributes, iso_utc, write_product_file
 from serving.product import _NC_LOCK, DayNotFoundError, ProductError, ProductStore
 
 
@@ -60,7 +61,7 @@ def write_subset(product: ProductStore, bbox: tuple[float, float, float, float],
     first, last = records[0].day, records[-1].day
     label = f"{first:%Y-%m-%d}..{last:%Y-%m-%d}"
     w, s, e, n = bbox
-    now = utc_now()
+    now = utcnow()
     attrs = global_attributes(grid, region_name=product.region_name, ident=f"etfuse_et_subset_{first:%Y%m%d}_{last:%Y%m%d}",
                               period_label=label, start=first, end_exclusive=last + pd.Timedelta(days=1),
                               model_versions=[p.model_version for p in provenance],

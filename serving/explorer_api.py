@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import threading
 from collections import OrderedDict
 from datetime import date
@@ -27,7 +26,8 @@ import numpy as np
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from etfuse.tempfiles import temporary_name
+from etfuse.settings import Settings
+from etfuse.tempfiles import write_atomic
 from serving import quicklook as ql
 
 #: the built bundle (``make explorer``); absent in a checkout that was never built
@@ -68,7 +68,7 @@ def overlay_png(et_mm: np.ndarray, max_pixels: int = OVERLAY_MAX_PIXELS) -> byte
     return out.getvalue()
 
 
-def outline_geojson(settings, grid) -> dict:
+def outline_geojson(settings: Settings, grid) -> dict:
     """The region's outline: Qinghai's approximate polygon, or the grid's rectangle for other regions."""
     if settings.region.name == "qinghai":
         text = resources.files("etfuse").joinpath("data/qinghai_outline.geojson").read_text(encoding="utf-8")
@@ -114,20 +114,14 @@ def stored_overlay(product, record) -> bytes:
         pass
     png = overlay_png(product.read_field(record.day))
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, png)
     for old in folder.glob(f"{stem}_*.png"):
         if old != path:
             old.unlink(missing_ok=True)
     return png
 
 
-def explorer_router(settings, grid, product, record_of, dist: Path | None = None) -> APIRouter:
+def explorer_router(settings: Settings, grid, product, record_of, dist: Path | None = None) -> APIRouter:
     """Routes of the explorer page; ``record_of(day)`` answers 404 for a day without product."""
     dist = dist or settings.distribution.explorer_dist or EXPLORER_DIST
     router = APIRouter()

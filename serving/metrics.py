@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,9 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from etfuse.ingest import quarantined
+from etfuse.quarantine import quarantined
+from etfuse.settings import Settings
+from etfuse.store_ledger import delivery_counts
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,6 @@ class RequestMetrics:
             self.latency.labels(template).observe(time.perf_counter() - start)
 
 
-def _count_rows(path: Path, query: str) -> list[tuple]:
-    """Rows of a read-only query on an SQLite file (empty when the file is absent)."""
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return db.execute(query).fetchall()
-    except sqlite3.DatabaseError as exc:          # e.g. no such table yet
-        log.warning("metrics: cannot read %s: %s", path, exc)
-        return []
-    finally:
-        db.close()
-
-
 def _prefect_flow_runs(api_url: str) -> dict[str, int]:
     """Flow runs by state type from a Prefect server (``POST /flow_runs/count``)."""
     import httpx
@@ -99,7 +86,7 @@ def _prefect_flow_runs(api_url: str) -> dict[str, int]:
 class StateCollector:
     """Reads the system's state at scrape time (see the module docstring); cached ``STATE_TTL_S``."""
 
-    def __init__(self, settings, product, registry=None) -> None:
+    def __init__(self, settings: Settings, product, registry=None) -> None:
         self.settings, self.product, self.model_registry = settings, product, registry
         self._cache: tuple[float, list] | None = None
         self._lock = threading.Lock()
@@ -158,9 +145,7 @@ class StateCollector:
     def _ingest(self):
         deliveries = GaugeMetricFamily("etfuse_ingest_deliveries", "delivered files by source and outcome",
                                        labels=["source", "status"])
-        ledger = Path(self.settings.folder("harmonised")) / "ledger.sqlite"
-        for source, status, n in _count_rows(ledger, "SELECT source, status, COUNT(*) FROM deliveries "
-                                                     "GROUP BY source, status"):
+        for source, status, n in delivery_counts(self.settings.folder("harmonised")):
             deliveries.add_metric([source, status], n)
         yield deliveries
         quarantine = GaugeMetricFamily("etfuse_quarantine_files", "files in quarantine by source", labels=["source"])
@@ -217,7 +202,7 @@ class StateCollector:
         yield up
 
 
-def make_registry(settings, product, model_registry=None) -> CollectorRegistry:
+def make_registry(settings: Settings, product, model_registry=None) -> CollectorRegistry:
     """A fresh registry holding the state collector (the request middleware adds its own metrics)."""
     # auto_describe off: registering must not read the state (the product ledger, the alert log, a
     # Prefect server that may be down) when the API starts; the state is read at scrape time only.

@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from etfuse.errors import EtfuseError
+from etfuse.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class Predictor:
     #: nodes per temporal call: small enough for the GRU's working set to stay in cache
     TEMPORAL_CHUNK = 16384
 
-    def __init__(self, settings, *, registry=None, model_path: Path | None = None,
+    def __init__(self, settings: Settings, *, registry=None, model_path: Path | None = None,
                  model_version: int | None = None) -> None:
         if registry is None and model_path is None:
             raise ValueError("Predictor needs a registry (to follow the champion alias) or a model_path")

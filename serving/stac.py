@@ -19,21 +19,22 @@ from the ledger: a few ms per day), and whole by :func:`rebuild`.  Files are rep
 from __future__ import annotations
 
 import json
-import os
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 import pandas as pd
 import pystac
 
-from etfuse.tempfiles import temporary_name
+from etfuse.clock import utcnow
+from etfuse.settings import Settings
+from etfuse.tempfiles import write_atomic
 from serving.cf_product import PRODUCT_VERSION, etfuse_version
 
 COLLECTION_ID = "etfuse-et-daily"
 LICENSE = "CC-BY-4.0"
 
 
-def stac_root(settings) -> Path:
+def stac_root(settings: Settings) -> Path:
     return Path(settings.folder("product")) / "stac"
 
 
@@ -41,7 +42,7 @@ def item_id(day: pd.Timestamp) -> str:
     return f"etfuse_et_{day:%Y-%m-%d}"
 
 
-def _href(settings, relative_to_api: str, depth: int) -> str:
+def _href(settings: Settings, relative_to_api: str, depth: int) -> str:
     """A link to an API path: absolute under stac_base_url's server, else relative from ``depth`` folders down."""
     base = settings.distribution.stac_base_url
     if base:
@@ -51,14 +52,7 @@ def _href(settings, relative_to_api: str, depth: int) -> str:
 
 
 def _write_json(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
-        tmp.write_text(json.dumps(document, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, json.dumps(document, indent=1))
 
 
 def _geometry(grid) -> tuple[list[float], dict]:
@@ -66,7 +60,7 @@ def _geometry(grid) -> tuple[list[float], dict]:
     return [w, s, e, n], {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
-def make_item(settings, grid, record) -> pystac.Item:
+def make_item(settings: Settings, grid, record) -> pystac.Item:
     """The STAC item of one ledger record (serving.product.DayRecord)."""
     day = record.day
     bbox, geometry = _geometry(grid)
@@ -105,14 +99,14 @@ def _iso(moment) -> str:
     return stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def make_collection(settings, grid, records) -> pystac.Collection:
+def make_collection(settings: Settings, grid, records) -> pystac.Collection:
     """The collection over every product day of ``records`` (the ledger, oldest first)."""
     bbox, _ = _geometry(grid)
     if records:
         first = records[0].day.to_pydatetime().replace(tzinfo=timezone.utc)
         last = (records[-1].day + pd.Timedelta(days=1)).to_pydatetime().replace(tzinfo=timezone.utc)
     else:
-        first = last = datetime.now(timezone.utc)
+        first = last = utcnow()
     collection = pystac.Collection(
         id=COLLECTION_ID, title="etfuse daily actual evapotranspiration, Qinghai, 0.01 degree",
         description=("Daily actual evapotranspiration (00-24 UTC totals, mm) on a 0.01 degree grid, fused from GLEAM, "
@@ -131,13 +125,13 @@ def make_collection(settings, grid, records) -> pystac.Collection:
     return collection
 
 
-def _write_collection(settings, grid, records) -> Path:
+def _write_collection(settings: Settings, grid, records) -> Path:
     path = stac_root(settings) / "collection.json"
     _write_json(path, make_collection(settings, grid, records).to_dict(include_self_link=False, transform_hrefs=False))
     return path
 
 
-def update_day(settings, store, day) -> Path | None:
+def update_day(settings: Settings, store, day) -> Path | None:
     """Rewrite the item of ``day`` (or remove it when the day has no product) and the collection."""
     day = pd.Timestamp(day)
     record = store.record(day)
@@ -151,7 +145,7 @@ def update_day(settings, store, day) -> Path | None:
     return path if record is not None else None
 
 
-def rebuild(settings, store) -> int:
+def rebuild(settings: Settings, store) -> int:
     """Write every item and the collection from the ledger; remove items of days no longer stored."""
     records = store.records()
     wanted = {f"{item_id(r.day)}.json" for r in records}

@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pandas as pd
 
 from etfuse.errors import EtfuseError
 from etfuse.features import InputReader, elevation_on_grid, grid_day
+from etfuse.settings import Settings
 from etfuse.sources.common import file_sha256
 from etfuse.store import HarmonisedStore
 from serving.predictor import DayEmbeddings
@@ -67,25 +67,12 @@ class UpdateReport:
                 f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing to do'}){per_day}{later}")
 
 
-def _ledger(store: HarmonisedStore, first: pd.Timestamp, last: pd.Timestamp) -> dict[tuple[str, str], dict]:
-    """Latest content hash and stream per (source, day) -> {variable: (sha, stream)}."""
-    query = ("SELECT g.source, g.day, g.variable, g.sha256, g.stream FROM grid_versions g JOIN "
-             "(SELECT source, day, variable, MAX(revision) AS r FROM grid_versions WHERE day BETWEEN ? AND ? "
-             "GROUP BY source, day, variable) m ON g.source = m.source AND g.day = m.day AND g.variable = m.variable "
-             "AND g.revision = m.r")
-    out: dict[tuple[str, str], dict] = {}
-    with sqlite3.connect(store.root / "ledger.sqlite", timeout=60) as db:
-        for source, day, variable, sha, stream in db.execute(query, (f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}")):
-            out.setdefault((source, day), {})[variable] = (sha, stream)
-    return out
-
-
-def _dem_hash(settings) -> str:
+def _dem_hash(settings: Settings) -> str:
     path = settings.static.elevation_file
     return file_sha256(path) if path else "no-dem"
 
 
-def plan_days(settings, store: HarmonisedStore, product, *, model_version: int, window_days: int,
+def plan_days(settings: Settings, store: HarmonisedStore, product, *, model_version: int, window_days: int,
               start=None, end=None) -> list[DayPlan]:
     """Every day in [start, end] that has ERA5-Land ET, with its fingerprint, status and whether to compute."""
     era5 = store.grid_days("era5land")
@@ -96,7 +83,7 @@ def plan_days(settings, store: HarmonisedStore, product, *, model_version: int, 
         start = max(pd.Timestamp(first_day), era5[0])
     start = pd.Timestamp(start) if start is not None else era5[0]
     end = pd.Timestamp(end) if end is not None else era5[-1]
-    ledger = _ledger(store, start - pd.Timedelta(days=window_days - 1), end)
+    ledger = store.latest_grid_versions(start - pd.Timedelta(days=window_days - 1), end)
     dem = _dem_hash(settings)
     plans = []
     for day in pd.date_range(start, end, freq="D"):
@@ -153,7 +140,7 @@ def _others_waiting(folder) -> bool:
 
 
 @contextmanager
-def product_lock(settings, *, wait_s: float | None = None, priority: bool = True) -> Iterator[None]:
+def product_lock(settings: Settings, *, wait_s: float | None = None, priority: bool = True) -> Iterator[None]:
     """One update at a time: two runs never write the product together; the second waits (queues).
 
     Waits up to ``wait_s`` (default ``update.lock_wait_s``) and then raises UpdateLockedError.  A
@@ -198,7 +185,7 @@ def product_lock(settings, *, wait_s: float | None = None, priority: bool = True
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_update(settings, *, predictor, product, store: HarmonisedStore | None = None, start=None, end=None,
+def run_update(settings: Settings, *, predictor, product, store: HarmonisedStore | None = None, start=None, end=None,
                only_stale: bool = True, progress: Callable[[int, int, pd.Timestamp], None] | None = None,
                build_years: bool = True, lock: bool = True, newest: bool = False, max_days: int | None = None,
                priority: bool = True) -> UpdateReport:

@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from serving.cf_product import global_attributes, iso_utc, utc_now
+from etfuse.clock import utcnow
+from etfuse.settings import Settings
+from serving.cf_product import global_attributes, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +37,16 @@ log = logging.getLogger(__name__)
 _QUIET = [("ignore", "Consolidated metadata is currently not part", UserWarning)]
 
 
-def zarr_root(settings) -> str:
+def zarr_root(settings: Settings) -> str:
     url = settings.distribution.zarr_url
     return url.rstrip("/") if url else str(Path(settings.folder("product")) / "zarr")
 
 
-def year_url(settings, year: int) -> str:
+def year_url(settings: Settings, year: int) -> str:
     return f"{zarr_root(settings)}/etfuse_et_{int(year):04d}.zarr"
 
 
-def storage_options(settings, url: str) -> dict | None:
+def storage_options(settings: Settings, url: str) -> dict | None:
     """fsspec options for ``s3://`` URLs (endpoint and credentials from settings, else the AWS_* env)."""
     if not url.startswith("s3://"):
         return None
@@ -95,13 +97,13 @@ def _template(day_ds: xr.Dataset, year: int, chunks: tuple[int, int, int], attrs
     return ds, encoding
 
 
-def write_day(settings, grid, region_name: str, day_ds: xr.Dataset, metadata=None) -> str:
+def write_day(settings: Settings, grid, region_name: str, day_ds: xr.Dataset, metadata=None) -> str:
     """Region-write one stored product day (``day_ds``: the loaded daily file) into its year's store."""
     import zarr
     day = pd.Timestamp(day_ds["time"].values[0])
     url = year_url(settings, day.year)
     options = storage_options(settings, url)
-    now = utc_now()
+    now = utcnow()
     with warnings.catch_warnings():
         for action, message, category in _QUIET:
             warnings.filterwarnings(action, message=message, category=category)
@@ -133,7 +135,7 @@ def write_day(settings, grid, region_name: str, day_ds: xr.Dataset, metadata=Non
     return url
 
 
-def open_year(settings, year: int) -> xr.Dataset:
+def open_year(settings: Settings, year: int) -> xr.Dataset:
     """The year's store as xarray opens it (consolidated metadata, CF decoding)."""
     url = year_url(settings, year)
     with warnings.catch_warnings():

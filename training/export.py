@@ -1,7 +1,7 @@
 """ONNX export of the GCN-GRU in its gridded form, with proven parity.
 
 On the regular grid the symmetric-normalised 8-neighbour GCN (self loops included) equals a fixed
-3x3 depthwise stencil with a land mask (stack-notes.md):
+3x3 depthwise stencil with a land mask (docs/stack.md):
 
     out = dinv * conv3x3(dinv * (x W)) + b,   deg = conv3x3(mask),   dinv = mask / sqrt(max(deg, 1))
 
@@ -26,6 +26,7 @@ import onnx
 import torch
 from torch import nn
 
+from etfuse.tempfiles import temporary_name
 from etfuse.errors import EtfuseError
 from training.model import GcnGru, king_edges
 
@@ -251,7 +252,7 @@ def export_onnx(model: GcnGru, path: Path, *, window_days: int, features: tuple[
     n_features = len(features)
     # batch 2 in the example: torch.export specialises dimensions of size 1
     example = (torch.zeros(2, window_days, 8, 8, n_features), torch.ones(2, 8, 8))
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_name(path)
     batch = torch.export.Dim("batch", min=1, max=4096)
     height = torch.export.Dim("height", min=3, max=8192)
     width = torch.export.Dim("width", min=3, max=8192)

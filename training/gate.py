@@ -1,7 +1,7 @@
 """The promotion gate: when may a challenger replace the champion?
 
 A pure decision over numbers measured on the *same* held-out station-days (whole held-out
-stations and the final held-out period, see design.md §4): the challenger's RMSE must be
+stations and the final held-out period, see docs/model-card.md): the challenger's RMSE must be
 
 * below the champion's RMSE minus ``margin_mm`` (skipped when there is no champion yet), and
 * below the RMSE of raw GLEAM and of raw ERA5-Land on those station-days, and
@@ -15,7 +15,7 @@ station-days where a prediction is missing (training/evaluate.py compares models
 all have), so a model that returns NaN on *some* held-out station-days could still score a finite
 RMSE: when the candidate's held-out predictions are given, every one must be finite and >= 0
 (the check ``predictions``), the same rule serving applies to every cell (serving/predictor.py).
-The registry (training/registry.py) records the decision, these numbers and the reasons on the
+The registry (training/registry/lifecycle.py) records the decision, these numbers and the reasons on the
 model version.
 """
 

@@ -18,6 +18,7 @@ import torch
 from etfuse import __version__
 from etfuse.features import FEATURES
 from etfuse.store import HarmonisedStore
+from etfuse.settings import Settings
 from training.evaluate import heldout_frame, plots, score_table, summary_metrics
 from training.protocol.card import model_card
 from training.protocol.heldout import add_baselines, comparisons, strongest
@@ -88,7 +89,7 @@ def _parity_tiles(samples: SampleSet, keys: pd.DataFrame, rng: np.random.Generat
     return tiles
 
 
-def run_training(settings, *, registry=None, actor: str = "cli", start=None, end=None,
+def run_training(settings: Settings, *, registry=None, actor: str = "cli", start=None, end=None,
                  echo: Callable[[str], None] = log.info, work_dir: Path | None = None) -> TrainingOutcome:
     """Train, evaluate, export and (with a registry) log, register and gate one model."""
     timings: dict[str, float] = {}

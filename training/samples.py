@@ -23,6 +23,7 @@ import pandas as pd
 from etfuse.errors import EtfuseError
 from etfuse.features import FEATURES, InputReader, assemble, elevation_on_grid
 from etfuse.grid import TargetGrid
+from etfuse.settings import Settings
 from etfuse.store import HarmonisedStore
 
 
@@ -79,7 +80,7 @@ class Split:
     heldout_late: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"s": [], "d": []}, dtype=int))
 
 
-def station_targets(store: HarmonisedStore, settings, grid: TargetGrid, start=None, end=None) -> pd.DataFrame:
+def station_targets(store: HarmonisedStore, settings: Settings, grid: TargetGrid, start=None, end=None) -> pd.DataFrame:
     """Observed station ET inside the grid, one row per (station, day); several sources allowed."""
     obs = store.read_stations(list(settings.training.target_sources), start, end)
     if obs.empty:
@@ -90,7 +91,7 @@ def station_targets(store: HarmonisedStore, settings, grid: TargetGrid, start=No
     return obs[obs["row"] >= 0].reset_index(drop=True)
 
 
-def build_samples(store: HarmonisedStore, settings, *, start=None, end=None,
+def build_samples(store: HarmonisedStore, settings: Settings, *, start=None, end=None,
                   reader: InputReader | None = None) -> SampleSet:
     """Read the harmonised store into a ``SampleSet`` over [start, end] (default: all stored days)."""
     grid = TargetGrid.from_region(settings.region)
@@ -143,7 +144,7 @@ def build_samples(store: HarmonisedStore, settings, *, start=None, end=None,
                      window_days=settings.window_days, fingerprints=fingerprints)
 
 
-def split_samples(samples: SampleSet, settings) -> Split:
+def split_samples(samples: SampleSet, settings: Settings) -> Split:
     """Spatial and temporal hold-outs and an early-stopping share, deterministic for the seed."""
     cfg = settings.training
     rng = np.random.default_rng(cfg.seed)

@@ -10,8 +10,9 @@ Usage::
 
 from etfuse.alerts.channels import (Channel, DeliveryError, JsonlChannel, PermanentDeliveryError, SmtpChannel,
                                     WebhookChannel, channels_from_settings, email_message, slack_payload)
-from etfuse.alerts.dispatcher import (AlertDispatcher, ChannelResult, DigestOutcome, DispatchOutcome, GroupStore,
-                                      alert_record, read_alert_log)
+from etfuse.alerts.dispatcher import (AlertDispatcher, ChannelResult, DigestOutcome, DispatchOutcome, alert_record,
+                                      read_alert_log)
+from etfuse.alerts.grouping import GroupStore
 from etfuse.alerts.model import (SEVERITIES, Alert, DigestInfo, Severity, alert_from_exception,
                                  alert_from_validation, format_days, worst_severity)
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
+from etfuse.clock import as_utc, iso_utc, utcnow  # noqa: F401 - re-exported: alerts use them from here
 from etfuse.jsonutil import to_jsonable
 
 Severity = Literal["critical", "warning", "info"]
@@ -30,22 +31,6 @@ SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITI
 #: How a kind reads in a summary ("ERA5L.nc quarantined: failed ...").
 _KIND_PHRASE = {"quarantined": "quarantined", "validation_warning": "accepted with warnings",
                 "revision": "revised", "flow_failed": "failed"}
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def as_utc(value: dt.datetime) -> dt.datetime:
-    """Aware UTC datetime; a naive one is taken to be UTC already."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
-
-
-def iso_utc(value: dt.datetime) -> str:
-    """``2021-06-01T10:00:00Z`` (microseconds only when present), the format of every time we write."""
-    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def iso_day(value: Any) -> str:

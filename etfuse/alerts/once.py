@@ -14,6 +14,8 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from etfuse.settings import Settings
+
 ONCE_NAME = "once.sqlite"
 
 
@@ -27,7 +29,7 @@ class OnceLedger:
             db.execute("CREATE TABLE IF NOT EXISTS alerted (key TEXT PRIMARY KEY, at TEXT NOT NULL)")
 
     @classmethod
-    def for_settings(cls, settings) -> "OnceLedger":
+    def for_settings(cls, settings: Settings) -> "OnceLedger":
         return cls(Path(settings.home) / "alerts" / ONCE_NAME)
 
     def _db(self) -> sqlite3.Connection:

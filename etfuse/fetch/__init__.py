@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from etfuse.errors import UnknownNameError
+from etfuse.settings import Settings
 
 #: the plug-in modules of this package (each registers itself on import)
 PLUGINS = ("era5land", "modis", "gleam", "remote")
@@ -56,7 +57,7 @@ class Fetcher:
     #: a download can continue a partial file from its length
     resumable: bool = False
 
-    def __init__(self, settings, *, client: Any = None) -> None:
+    def __init__(self, settings: Settings, *, client: Any = None) -> None:
         self.settings = settings
         self.client = client
 

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from etfuse.settings import Settings
+
 
 @dataclass(frozen=True)
 class Login:
@@ -23,7 +25,7 @@ class Login:
     origin: str = "environment"
 
 
-def dotenv_values(settings) -> dict[str, str]:
+def dotenv_values(settings: Settings) -> dict[str, str]:
     """Variables of the ``.env`` file (``fetch.env_file`` or ``./.env``); empty when there is none."""
     path = Path(settings.fetch.env_file) if settings.fetch.env_file else Path.cwd() / ".env"
     if not path.is_file():
@@ -32,7 +34,7 @@ def dotenv_values(settings) -> dict[str, str]:
     return {k: v for k, v in read(path).items() if v is not None}
 
 
-def env_value(settings, name: str) -> str | None:
+def env_value(settings: Settings, name: str) -> str | None:
     """``name`` from the environment, else from the ``.env`` file; empty counts as unset."""
     value = os.environ.get(name) or dotenv_values(settings).get(name)
     return value or None
@@ -52,7 +54,7 @@ def netrc_login(host: str) -> Login | None:
     return Login(entry[0], entry[2] or "", origin=str(path))
 
 
-def login(settings, prefix: str, host: str | None) -> Login | None:
+def login(settings: Settings, prefix: str, host: str | None) -> Login | None:
     """``<prefix>_USERNAME`` / ``<prefix>_PASSWORD`` (environment or .env), else ``.netrc`` for ``host``."""
     user = env_value(settings, f"{prefix}_USERNAME")
     if user:
@@ -61,7 +63,7 @@ def login(settings, prefix: str, host: str | None) -> Login | None:
     return netrc_login(host) if host else None
 
 
-def export_dotenv(settings, names: tuple[str, ...]) -> None:
+def export_dotenv(settings: Settings, names: tuple[str, ...]) -> None:
     """Copy ``names`` from the ``.env`` file into the environment (unset ones only), for client
     libraries that read only the environment (cdsapi, earthaccess)."""
     values = dotenv_values(settings)

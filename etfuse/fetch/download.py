@@ -14,7 +14,6 @@ retried ``retries`` times with exponential backoff; the others stop at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from etfuse.clock import utcnow_iso
 from etfuse.fetch import Fetcher, FetchItem, Progress
 from etfuse.fetch.errors import FetchError, TransferError
-from etfuse.fetch.ledger import FetchLedger, LedgerRow, utcnow_iso
-from etfuse.sources.common import file_sha256
+from etfuse.fetch.ledger import FetchLedger, LedgerRow
+from etfuse.sources.common import file_digest, file_sha256
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,11 +62,8 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float, *, source: str, wha
 
 def _checksum_ok(path: Path, checksum: str) -> tuple[bool, str]:
     algorithm, _, expected = checksum.partition(":")
-    digest = hashlib.new(algorithm.lower())
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest().lower() == expected.lower(), digest.hexdigest()
+    digest = file_digest(path, algorithm.lower())
+    return digest.lower() == expected.lower(), digest
 
 
 def verify(item: FetchItem, partial: Path) -> None:

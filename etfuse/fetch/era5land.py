@@ -27,6 +27,7 @@ from etfuse.fetch.credentials import export_dotenv
 from etfuse.fetch.errors import (CredentialsError, FetchError, ProviderDownError, QuotaError, RequestRefusedError,
                                  TransferError)
 from etfuse.sources.common import region_bbox
+from etfuse.settings import Settings
 
 HOURS = tuple(f"{h:02d}:00" for h in range(24))
 #: ERA5-Land's grid step [degrees]
@@ -34,7 +35,7 @@ GRID_DEG = 0.1
 _MAGIC = (b"CDF", b"\x89HDF", b"GRIB", b"PK\x03\x04")
 
 
-def request_area(settings) -> list[float]:
+def request_area(settings: Settings) -> list[float]:
     """``[north, west, south, east]`` [degrees]: the region plus margin, widened to the 0.1 deg grid."""
     west, south, east, north = region_bbox(settings)
     out = lambda v, f: round(f(v / GRID_DEG - 1e-9 if f is math.ceil else v / GRID_DEG + 1e-9) * GRID_DEG, 1)  # noqa: E731
@@ -61,7 +62,7 @@ def wanted_days(rows, *, since: date, until: date, today: date, final_delay_days
     return out
 
 
-def build_requests(settings, days: list[tuple[date, bool]]) -> list[tuple[dict[str, Any], list[date], bool]]:
+def build_requests(settings: Settings, days: list[tuple[date, bool]]) -> list[tuple[dict[str, Any], list[date], bool]]:
     """CDS requests for ``days``: one per month and stream, split to stay within the field limit."""
     cfg = settings.fetch.era5land
     per_day = len(cfg.variables) * len(HOURS)

@@ -15,9 +15,11 @@ import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+
+from etfuse.clock import utcnow_iso
+from etfuse.settings import Settings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fetched (
@@ -30,10 +32,6 @@ CREATE TABLE IF NOT EXISTS runs (
     source TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
     fetched INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, error TEXT);
 """
-
-
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class FetchLedger:
             db.executescript(_SCHEMA)
 
     @classmethod
-    def of(cls, settings) -> "FetchLedger":
+    def of(cls, settings: Settings) -> "FetchLedger":
         return cls(settings.folder("fetch") / "ledger.sqlite")
 
     @contextmanager

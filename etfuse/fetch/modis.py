@@ -22,6 +22,7 @@ from typing import Any
 from etfuse.fetch import Fetcher, FetchItem, Progress, register
 from etfuse.fetch.credentials import env_value, export_dotenv, netrc_login
 from etfuse.fetch.errors import CredentialsError, FetchError, ProviderDownError, TransferError
+from etfuse.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def tile_of(lon: float, lat: float) -> tuple[int, int]:
     return int((x + 18 * TILE_SIZE_M) // TILE_SIZE_M), int((9 * TILE_SIZE_M - y) // TILE_SIZE_M)
 
 
-def region_tiles(settings, step_deg: float = 0.05) -> list[str]:
+def region_tiles(settings: Settings, step_deg: float = 0.05) -> list[str]:
     """Every tile the region (without margin) touches, as ``hHHvVV``."""
     if settings.fetch.modis.tiles:
         return sorted(settings.fetch.modis.tiles)

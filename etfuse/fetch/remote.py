@@ -16,6 +16,7 @@ from etfuse.fetch import Fetcher, FetchItem, Progress, register
 from etfuse.fetch.credentials import login
 from etfuse.fetch.errors import ConfigurationError
 from etfuse.fetch.transport import PullTransport, RemoteFile
+from etfuse.settings import Settings
 
 
 class PullFetcher(Fetcher):
@@ -25,7 +26,7 @@ class PullFetcher(Fetcher):
     #: environment prefix of the login: ``<PREFIX>_USERNAME`` / ``<PREFIX>_PASSWORD``
     credential_prefix = "ETFUSE_REMOTE"
 
-    def __init__(self, settings, *, client=None) -> None:
+    def __init__(self, settings: Settings, *, client=None) -> None:
         super().__init__(settings, client=client)
         if not self.config.url:
             raise ConfigurationError(self.name, f"fetch.{self.name}.url is not set (e.g. sftp://host:22/path)")

@@ -14,14 +14,16 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from etfuse.alerts import Alert, AlertDispatcher
+from etfuse.clock import utcnow
 from etfuse.fetch import FetchItem, Progress, fetcher_names, get_fetcher
 from etfuse.fetch.download import fetch_item
 from etfuse.fetch.errors import FetchError
 from etfuse.fetch.ledger import FetchLedger, LedgerRow
+from etfuse.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,12 @@ class FetchReport:
         return {"dry_run": self.dry_run, "sources": [s.to_json() for s in self.sources]}
 
 
-def enabled_sources(settings) -> list[str]:
+def enabled_sources(settings: Settings) -> list[str]:
     return [name for name in fetcher_names() if getattr(settings.fetch, name).enabled]
 
 
 @contextmanager
-def source_lock(settings, source: str) -> Iterator[bool]:
+def source_lock(settings: Settings, source: str) -> Iterator[bool]:
     """True while this process holds ``fetch/<source>.lock``; False when another fetch holds it."""
     path = settings.folder("fetch") / f"{source}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,7 @@ def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def overdue_message(settings, ledger: FetchLedger, source: str, target: str, now: datetime) -> str | None:
+def overdue_message(settings: Settings, ledger: FetchLedger, source: str, target: str, now: datetime) -> str | None:
     """Why ``source`` is overdue (nothing new for longer than its freshness delay), or None."""
     try:
         delay = settings.freshness.expected_delay_days(target)
@@ -104,15 +106,16 @@ def overdue_message(settings, ledger: FetchLedger, source: str, target: str, now
             f"freshness.{target}_days allows {delay:g}")
 
 
-def run_fetch(settings, sources: list[str] | None = None, *, since: date | None = None, until: date | None = None,
-              dry_run: bool = False, today: date | None = None, clients: dict[str, Any] | None = None,
+def run_fetch(settings: Settings, sources: list[str] | None = None, *, since: date | None = None,
+              until: date | None = None, dry_run: bool = False, today: date | None = None,
+              clients: dict[str, Any] | None = None,
               progress_for: ProgressFactory | None = None, now: datetime | None = None,
               dispatcher: AlertDispatcher | None = None) -> FetchReport:
     """Fetch ``sources`` (default: the enabled ones); see the module docstring."""
     names = list(sources) if sources else enabled_sources(settings)
     for name in names:
         get_fetcher(name)                            # unknown names fail before anything is done
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     today = today or now.date()
     ledger = FetchLedger.of(settings)
     landing = settings.folder("landing")
@@ -134,8 +137,8 @@ def run_fetch(settings, sources: list[str] | None = None, *, since: date | None 
     return FetchReport(reports, dry_run=dry_run)
 
 
-def _run_source(settings, name: str, report: SourceReport, *, ledger: FetchLedger, landing, since, until, today,
-                dry_run: bool, client, progress_for, now: datetime, dispatcher) -> None:
+def _run_source(settings: Settings, name: str, report: SourceReport, *, ledger: FetchLedger, landing, since, until,
+                today, dry_run: bool, client, progress_for, now: datetime, dispatcher) -> None:
     run_id = None if dry_run else ledger.start_run(name)
     target = name
     fetcher = None

@@ -1,4 +1,4 @@
-"""Great Expectations validation of every incoming batch (design.md §1, step 2).
+"""Great Expectations validation of every incoming batch (docs/validation.md; step 2 of a day in docs/architecture.md).
 
 ``validate(source, ds, settings=..., file=..., context=...)`` runs the source's suites on what a
 reader returned and says whether the file is accepted (no failed critical check), which warnings

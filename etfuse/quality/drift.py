@@ -23,9 +23,8 @@ most ``quality.drift_quantile_sample`` values per source, variable and month.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
@@ -33,8 +32,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.clock import utcnow_iso
 from etfuse.quality.expectations import Skipped, column, expectation
 from etfuse.quality.frames import SOURCES, Frames, region_values, source_spec
+from etfuse.settings import Settings
+from etfuse.tempfiles import write_atomic
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -99,7 +101,7 @@ class _Moments:
 class StatsAccumulator:
     """Streams harmonised batches (grids day by day, or station frames) into month statistics."""
 
-    def __init__(self, *, settings) -> None:
+    def __init__(self, *, settings: Settings) -> None:
         self.settings = settings
         self.cap = int(settings.quality.drift_quantile_sample)
         self._moments: dict[tuple[str, str, int], _Moments] = {}
@@ -155,7 +157,7 @@ class StatsAccumulator:
         for (source, variable, month), moments in sorted(self._moments.items()):
             sources.setdefault(source, {}).setdefault(variable, {})[str(month)] = moments.stats()
         return {"format": STATS_FORMAT,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "created": utcnow_iso(),
                 "region": {"name": region.name, "lon_min": region.lon_min, "lon_max": region.lon_max,
                            "lat_min": region.lat_min, "lat_max": region.lat_max},
                 "period": {"start": self.first.isoformat() if self.first else None,
@@ -164,7 +166,7 @@ class StatsAccumulator:
 
 
 def compute_reference_stats(data: Mapping[str, xr.Dataset | pd.DataFrame | Iterable[xr.Dataset | pd.DataFrame]],
-                            *, settings) -> dict:
+                            *, settings: Settings) -> dict:
     """Month statistics from harmonised data: ``{source: dataset | frame | iterable of them}``.
 
     Pass an iterable (e.g. a generator of stored days) to keep memory bounded over long periods.
@@ -179,7 +181,7 @@ def compute_reference_stats(data: Mapping[str, xr.Dataset | pd.DataFrame | Itera
     return acc.result()
 
 
-def reference_stats_from_store(store: "HarmonisedStore", *, settings, sources: Iterable[str] | None = None,
+def reference_stats_from_store(store: "HarmonisedStore", *, settings: Settings, sources: Iterable[str] | None = None,
                                start: date | str | None = None, end: date | str | None = None) -> dict:
     """Month statistics of the stored harmonised days of ``sources`` in ``[start, end]`` (day by day)."""
     acc = StatsAccumulator(settings=settings)
@@ -198,7 +200,7 @@ def reference_stats_from_store(store: "HarmonisedStore", *, settings, sources: I
 
 
 # --------------------------------------------------------------------------- files
-def default_stats_path(settings) -> Path:
+def default_stats_path(settings: Settings) -> Path:
     """``quality.reference_stats_file`` or ``$ETFUSE_HOME/harmonised/reference_stats.json``."""
     configured = settings.quality.reference_stats_file
     return Path(configured) if configured is not None else settings.harmonised / "reference_stats.json"
@@ -208,11 +210,7 @@ def save_reference_stats(stats: Mapping, path: Path | str) -> Path:
     """Write the statistics as JSON (temporary name, then rename: readers never see half a file)."""
     _check_format(stats, Path(path))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(stats, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(stats, indent=1, sort_keys=True))
 
 
 def load_reference_stats(path: Path | str) -> dict | None:
@@ -248,7 +246,7 @@ def month_stats(stats: Mapping | None, source: str, variable: str, month: int) -
 
 
 # --------------------------------------------------------------------------- expectations
-def drift_expectations(frames: Frames, stats: Mapping | None, *, settings,
+def drift_expectations(frames: Frames, stats: Mapping | None, *, settings: Settings,
                        frame: str) -> tuple[list["Expectation"], list["Skipped"]]:
     """Batch mean within reference mean +- k * std of the same month, per variable and month (warning)."""
     q = settings.quality

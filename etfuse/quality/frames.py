@@ -51,6 +51,7 @@ import xarray as xr
 
 from etfuse.cf import COORDINATES, VARIABLES
 from etfuse.errors import UnknownNameError
+from etfuse.settings import Settings
 from etfuse.stations_meta import known_locations
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ def _seconds_after_midnight(times: pd.DatetimeIndex) -> np.ndarray:
     return ((times - times.floor("D")) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 
-def grid_frames(source: str, ds: xr.Dataset, *, settings, file: Path | None = None,
+def grid_frames(source: str, ds: xr.Dataset, *, settings: Settings, file: Path | None = None,
                 other_source_day: Callable[[str, date], xr.Dataset | None] | None = None) -> Frames:
     """``meta``, ``cells`` and ``days`` for a gridded reader's ``(time, lat, lon)`` dataset."""
     spec = source_spec(source)
@@ -357,7 +358,8 @@ def _other_day_mean(other_ds: xr.Dataset, variable: str, day: date, region) -> f
     return float(np.nanmean(values))
 
 
-def add_consistency(frames: Frames, other_source_day: Callable[[str, date], xr.Dataset | None], *, settings) -> None:
+def add_consistency(frames: Frames, other_source_day: Callable[[str, date], xr.Dataset | None], *,
+                    settings: Settings) -> None:
     """Add ``<var>_vs_<other>_<ovar>_absdiff`` and ``<other>_<ovar>_mean`` to ``days`` for each pair.
 
     Region means (cells whose centres lie in the region), one call of ``other_source_day`` per day
@@ -389,7 +391,7 @@ def _strings(values: np.ndarray) -> np.ndarray:
     return np.asarray(values).astype(str).astype(object)
 
 
-def station_frames(source: str, ds: xr.Dataset, *, settings, file: Path | None = None) -> Frames:
+def station_frames(source: str, ds: xr.Dataset, *, settings: Settings, file: Path | None = None) -> Frames:
     """``meta``, ``obs`` and ``stations`` for a station reader's long-form ``obs`` dataset."""
     spec = source_spec(source)
     region = settings.region
@@ -462,7 +464,7 @@ def _per_station(obs: pd.DataFrame, times: pd.DatetimeIndex, claimed: tuple[date
     return out
 
 
-def build_frames(source: str, ds: xr.Dataset, *, settings, file: Path | None = None,
+def build_frames(source: str, ds: xr.Dataset, *, settings: Settings, file: Path | None = None,
                  other_source_day: Callable[[str, date], xr.Dataset | None] | None = None) -> Frames:
     """The frames of one batch of ``source`` (see the module docstring)."""
     spec = source_spec(source)

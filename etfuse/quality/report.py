@@ -18,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
+
+from etfuse.clock import utcnow
+from etfuse.sources.common import file_sha256
+from etfuse.tempfiles import write_atomic
 
 if TYPE_CHECKING:
     from etfuse.quality.validate import CheckOutcome, ValidationResult
@@ -57,18 +60,14 @@ def _safe_name(name: str) -> str:
 
 def content_hash8(file: Path | None, result: "ValidationResult") -> str:
     """First 8 hex digits of the file's SHA-256 (of the outcomes when there is no readable file)."""
-    h = hashlib.sha256()
     if file is not None and Path(file).is_file():
-        with open(file, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    else:
-        h.update(json.dumps([result.source, result.file, [d.isoformat() for d in result.days],
-                             [o.to_json() for o in result.outcomes]], sort_keys=True, default=str).encode())
+        return file_sha256(file)[:8]
+    h = hashlib.sha256(json.dumps([result.source, result.file, [d.isoformat() for d in result.days],
+                                   [o.to_json() for o in result.outcomes]], sort_keys=True, default=str).encode())
     return h.hexdigest()[:8]
 
 
-def report_path(result: "ValidationResult", *, settings, file: Path | None = None) -> Path:
+def report_path(result: "ValidationResult", *, settings: Settings, file: Path | None = None) -> Path:
     """``$ETFUSE_HOME/reports/<source>/<YYYY-MM-DD>/<file>-<hash8>.html`` for this validation."""
     day = result.days[0].isoformat() if result.days else "undated"
     label = Path(file).name if file is not None else (result.file.split()[0] if result.file else "batch")
@@ -110,7 +109,7 @@ def _table(outcomes: Iterable["CheckOutcome"]) -> str:
 
 def render_html(result: "ValidationResult", *, validated_at: datetime | None = None, ge_version: str = "") -> str:
     """The self-contained report page of one validation."""
-    validated_at = validated_at or datetime.now(timezone.utc)
+    validated_at = validated_at or utcnow()
     css_class, verdict = _verdict(result)
     failed = [o for o in result.outcomes if not o.success]
     ran = [o for o in result.outcomes if o.expectation != "skipped"]
@@ -136,25 +135,18 @@ def render_html(result: "ValidationResult", *, validated_at: datetime | None = N
             f'<p><a href="../../{INDEX_HTML}">all reports</a></p></body></html>')   # <source>/<day>/ -> reports/
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_report(result: "ValidationResult", *, settings: "Settings", ge_version: str,
+def write_report(result: "ValidationResult", *, settings: Settings, ge_version: str,
                  file: Path | None = None) -> Path:
     """Write the page and its JSON twin, add it to the index; returns the page's absolute path.
 
     ``ge_version`` (the Great Expectations release that ran the checks) is passed in by the
     validator rather than looked up here, so this module never imports the validator.
     """
-    validated_at = datetime.now(timezone.utc)
+    validated_at = utcnow()
     path = report_path(result, settings=settings, file=file).resolve()
     result_json = {**result.to_json(), "report_path": str(path)}
-    _write_atomic(path, render_html(result, validated_at=validated_at, ge_version=ge_version))
-    _write_atomic(path.with_suffix(".json"), json.dumps(result_json, indent=1, default=str))
+    write_atomic(path, render_html(result, validated_at=validated_at, ge_version=ge_version))
+    write_atomic(path.with_suffix(".json"), json.dumps(result_json, indent=1, default=str))
     root = settings.folder("reports").resolve()
     entry = {"validated_at": validated_at.isoformat(timespec="seconds"), "source": result.source,
              "file": result.file, "first_day": result.days[0].isoformat() if result.days else None,
@@ -201,5 +193,5 @@ def write_index(root: Path) -> Path:
             f"<th>days</th><th>report</th><th>verdict</th><th>failed critical</th><th>failed warnings</th></tr>"
             f"{''.join(rows)}</table></body></html>")
     path = Path(root) / INDEX_HTML
-    _write_atomic(path, page)
+    write_atomic(path, page)
     return path

@@ -33,6 +33,7 @@ import pandas as pd
 from etfuse.quality.drift import drift_expectations
 from etfuse.quality.expectations import Skipped, expectation
 from etfuse.quality.frames import CONSISTENCY_PAIRS, Frames, consistency_column, source_spec
+from etfuse.settings import Settings
 from etfuse.stations_meta import known_locations
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _schema(plan: SuitePlan, frames: Frames, coordinates: tuple[str, ...]) -> No
             column_A="order", column_B="expected_order", ignore_row_if="either_value_is_missing"))
 
 
-def _ranges(plan: SuitePlan, frame: str, frames: Frames, settings) -> None:
+def _ranges(plan: SuitePlan, frame: str, frames: Frames, settings: Settings) -> None:
     q = settings.quality
     mostly = q.range_mostly if q.range_mostly < 1 else None
     for name in frames.variables:
@@ -125,7 +126,7 @@ def _ranges(plan: SuitePlan, frame: str, frames: Frames, settings) -> None:
             column=name, min_value=float(low), max_value=float(high), mostly=mostly))
 
 
-def _dates(plan: SuitePlan, frame: str, frames: Frames, settings, today: date) -> None:
+def _dates(plan: SuitePlan, frame: str, frames: Frames, settings: Settings, today: date) -> None:
     q = settings.quality
     latest = today + timedelta(days=q.future_tolerance_days)
     plan.add(frame, expectation(
@@ -144,14 +145,15 @@ def _dates(plan: SuitePlan, frame: str, frames: Frames, settings, today: date) -
             column="time", min_value=_ts(start), max_value=_ts(end)))
 
 
-def _drift(plan: SuitePlan, frame: str, frames: Frames, settings, reference_stats: Mapping | None) -> None:
+def _drift(plan: SuitePlan, frame: str, frames: Frames, settings: Settings, reference_stats: Mapping | None) -> None:
     expectations, skipped = drift_expectations(frames, reference_stats, settings=settings, frame=frame)
     plan.add(frame, *expectations)
     plan.skipped.extend(skipped)
 
 
 # --------------------------------------------------------------------------- grids
-def _grid_suites(plan: SuitePlan, frames: Frames, settings, today: date, reference_stats: Mapping | None) -> None:
+def _grid_suites(plan: SuitePlan, frames: Frames, settings: Settings, today: date,
+                 reference_stats: Mapping | None) -> None:
     q = settings.quality
     region = settings.region
     _schema(plan, frames, ("time", "lat", "lon"))
@@ -231,7 +233,7 @@ def _grid_suites(plan: SuitePlan, frames: Frames, settings, today: date, referen
     _drift(plan, "cells", frames, settings, reference_stats)
 
 
-def _consistency(plan: SuitePlan, frames: Frames, settings) -> None:
+def _consistency(plan: SuitePlan, frames: Frames, settings: Settings) -> None:
     q = settings.quality
     for name in frames.variables:
         pair = CONSISTENCY_PAIRS.get((frames.source, name))
@@ -258,7 +260,7 @@ def _consistency(plan: SuitePlan, frames: Frames, settings) -> None:
 
 
 # --------------------------------------------------------------------------- stations
-def _station_suites(plan: SuitePlan, frames: Frames, settings, today: date, reference_stats: Mapping | None,
+def _station_suites(plan: SuitePlan, frames: Frames, settings: Settings, today: date, reference_stats: Mapping | None,
                     known_station_ids: frozenset[str] | None) -> None:
     q = settings.quality
     region = settings.region
@@ -355,7 +357,7 @@ def _station_suites(plan: SuitePlan, frames: Frames, settings, today: date, refe
     _drift(plan, "obs", frames, settings, reference_stats)
 
 
-def build_suites(frames: Frames, *, settings, today: date, reference_stats: Mapping | None = None,
+def build_suites(frames: Frames, *, settings: Settings, today: date, reference_stats: Mapping | None = None,
                  known_station_ids: frozenset[str] | None = None) -> SuitePlan:
     """The expectations of ``frames.source`` for this batch, grouped by frame."""
     plan = SuitePlan(frames.source)

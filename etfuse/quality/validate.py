@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -32,11 +32,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.clock import utcnow
 from etfuse.jsonutil import to_jsonable
 from etfuse.quality.frames import Frames, build_frames, numeric_summary, source_spec
 from etfuse.quality.report import write_report
 from etfuse.quality.expectations import SEVERITIES, Skipped
 from etfuse.quality.suites import SuitePlan, build_suites
+from etfuse.settings import Settings
 
 if TYPE_CHECKING:
     from great_expectations.checkpoint import Checkpoint
@@ -311,7 +313,7 @@ def _skipped_outcome(s: Skipped) -> CheckOutcome:
 
 
 # --------------------------------------------------------------------------- the entry point
-def run_plan(plan: SuitePlan, frames: Frames, *, settings) -> list[CheckOutcome]:
+def run_plan(plan: SuitePlan, frames: Frames, *, settings: Settings) -> list[CheckOutcome]:
     """Run every frame's suite through its cached checkpoint."""
     runtime = gx_runtime()
     result_format = {"result_format": "SUMMARY",
@@ -327,7 +329,7 @@ def run_plan(plan: SuitePlan, frames: Frames, *, settings) -> list[CheckOutcome]
     return outcomes
 
 
-def validate(source: str, ds: xr.Dataset, *, settings, file: Path | None = None,
+def validate(source: str, ds: xr.Dataset, *, settings: Settings, file: Path | None = None,
              context: ValidationContext | None = None) -> ValidationResult:
     """Validate one reader batch of ``source``; see the module docstring.
 
@@ -338,7 +340,7 @@ def validate(source: str, ds: xr.Dataset, *, settings, file: Path | None = None,
     started = time.perf_counter()
     source_spec(source)
     if context is None:
-        context = ValidationContext(today=datetime.now(timezone.utc).date())
+        context = ValidationContext(today=utcnow().date())
     frames = build_frames(source, ds, settings=settings, file=file, other_source_day=context.other_source_day)
     plan = build_suites(frames, settings=settings, today=context.today, reference_stats=context.reference_stats,
                         known_station_ids=context.known_station_ids)

@@ -70,7 +70,7 @@ def get_reader(name: str) -> ReaderSpec:
     return _REGISTRY[name]
 
 
-def read_source(name: str, paths: Sequence[Path | str] | Path | str, *, settings: "Settings",
+def read_source(name: str, paths: Sequence[Path | str] | Path | str, *, settings: Settings,
                 bbox: BBox | None = None) -> xr.Dataset:
     """Read provider files with the reader registered as ``name``.
 

@@ -7,7 +7,7 @@ Two layouts, told apart by content (never by file name):
 * the tidied CSV published by tidymet (``site,date,long,lat,alt,ET_sml,ET_big,QC_ET_sml,QC_ET_big,...``),
   the same raw integer units with missing values already blank.
 
-Decoding (design.md §3): coordinates are degrees*100+minutes; elevation is 0.1 m with 100000 added
+Decoding (docs/data-formats.md): coordinates are degrees*100+minutes; elevation is 0.1 m with 100000 added
 when estimated; pans are 0.1 mm.  Pan values of 30000 and more are codes, never numbers: 32766
 missing, 32700 trace (0 mm), any other is kept in ``special_code`` and its value is missing.  QC
 codes (0 correct, 8 missing, others suspect/corrected) outside ``settings.cma.accepted_qc`` drop
@@ -38,6 +38,7 @@ from etfuse.sources.common import region_bbox
 from etfuse.sources.stations import (clip_to_box, date_column, known_outside, numeric_column, point_dataset,
                                      read_text)
 from etfuse.stations_meta import degree_minutes_to_degrees
+from etfuse.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def load_coefficients(path: Path) -> pd.DataFrame:
     return out
 
 
-def pan_coefficients(station_id: np.ndarray, month: np.ndarray, settings) -> dict[str, np.ndarray]:
+def pan_coefficients(station_id: np.ndarray, month: np.ndarray, settings: Settings) -> dict[str, np.ndarray]:
     """The coefficient of each pan for each row: the settings' default, overridden per station and month."""
     cma = settings.cma
     out = {"large": np.full(len(station_id), cma.pan_coefficient_large, dtype=np.float64),
@@ -243,7 +244,7 @@ def pan_coefficients(station_id: np.ndarray, month: np.ndarray, settings) -> dic
     return out
 
 
-def decode(frame: pd.DataFrame, path: Path, settings) -> pd.DataFrame:
+def decode(frame: pd.DataFrame, path: Path, settings: Settings) -> pd.DataFrame:
     """Raw-unit frame (either layout) -> the per-file point frame with ET and the CMA extras."""
     lat, lon = _coordinates(frame, path)
     elevation, estimated = decode_elevation(frame["elevation_raw"].to_numpy(dtype=np.float64))
@@ -282,14 +283,14 @@ def decode(frame: pd.DataFrame, path: Path, settings) -> pd.DataFrame:
     })
 
 
-def read_cma_file(path: Path, settings) -> pd.DataFrame:
+def read_cma_file(path: Path, settings: Settings) -> pd.DataFrame:
     """One CMA file (either layout) -> the decoded per-file point frame."""
     text = read_text(path)
     frame = _tidied_csv_frame(path, text) if _layout(text) == "tidied" else _raw_txt_frame(path, text)
     return decode(frame, path, settings)
 
 
-def _coefficient_note(settings) -> str:
+def _coefficient_note(settings: Settings) -> str:
     cma = settings.cma
     note = f"default coefficients: large {cma.pan_coefficient_large:g}, small {cma.pan_coefficient_small:g}"
     if cma.coefficient_file is not None:
@@ -298,7 +299,7 @@ def _coefficient_note(settings) -> str:
 
 
 @register("cma", "stations", "CMA SURF_CLI_CHN_MUL_DAY V3.0 EVP pan evaporation (raw TXT or tidied CSV) -> et via pan coefficients")
-def read_cma(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
+def read_cma(paths: Sequence[Path], *, settings: Settings, bbox=None) -> xr.Dataset:
     """Station-day actual ET [kg m-2] from CMA pan evaporation files, as a CF point dataset."""
     box = region_bbox(settings, bbox)
     raw = [read_cma_file(p, settings) for p in paths]

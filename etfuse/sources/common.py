@@ -11,12 +11,13 @@ import pandas as pd
 import xarray as xr
 
 from etfuse.errors import NoOverlapError, SourceFormatError
+from etfuse.settings import Settings
 
 _LAT_NAMES = ("lat", "latitude", "y")
 _LON_NAMES = ("lon", "longitude", "x")
 
 
-def region_bbox(settings, bbox=None) -> tuple[float, float, float, float]:
+def region_bbox(settings: Settings, bbox=None) -> tuple[float, float, float, float]:
     """The clipping box: ``bbox`` if given, else the region widened by its margin [degrees]."""
     if bbox is not None:
         return tuple(float(v) for v in bbox)  # type: ignore[return-value]
@@ -66,12 +67,18 @@ def as_days(times: Iterable) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(pd.to_datetime(list(times))).floor("D")
 
 
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path | str, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes (any ``hashlib`` algorithm), read in blocks of ``chunk`` bytes."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, the one fingerprint of raw files, product files and models in etfuse."""
+    return file_digest(path, "sha256", chunk)
 
 
 def require_units(da: xr.DataArray, accepted: Iterable[str], path: Path | str, variable: str) -> str:

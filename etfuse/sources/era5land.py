@@ -1,6 +1,6 @@
 """ERA5-Land hourly files -> daily totals and means.
 
-Formats handled (design.md §3): the new CDS NetCDF (``valid_time``, ``expver`` per step), the old
+Formats handled (docs/data-formats.md): the new CDS NetCDF (``valid_time``, ``expver`` per step), the old
 packed NetCDF3 (``time`` in hours since 1900, int16 with scale/offset, optional ``expver``
 dimension), GRIB (``(time, step)`` cubes, editions 1 and 2 mixed in one file), and ZIP archives with
 a ``.nc`` name holding one or more of those.
@@ -31,6 +31,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import SourceFormatError
+from etfuse.settings import Settings
 from etfuse.sources import register
 from etfuse.sources.common import clip, region_bbox, require_units, standard_latlon
 
@@ -334,7 +335,7 @@ def daily(ds: xr.Dataset, path: Path) -> xr.Dataset:
 
 
 @register("era5land", "grid", "ERA5-Land hourly (new/old CDS NetCDF, GRIB, ZIP) -> daily et, net_radiation, skt, t2m, precipitation")
-def read_era5land(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
+def read_era5land(paths: Sequence[Path], *, settings: Settings, bbox=None) -> xr.Dataset:
     """Daily ERA5-Land fields from one or more hourly files, clipped to the region (plus margin).
 
     Several files are combined at the hourly level first, so a day whose steps are split across

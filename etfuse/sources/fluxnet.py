@@ -35,6 +35,7 @@ from etfuse.sources.common import region_bbox
 from etfuse.sources.stations import (clip_to_box, date_column, known_outside, numeric_column, point_dataset,
                                      read_text)
 from etfuse.stations_meta import fluxnet_sites
+from etfuse.settings import Settings
 
 FILL = -9999.0
 SECONDS_PER_DAY = 86400.0
@@ -143,7 +144,7 @@ def _fluxnet_frame(path: Path, le_variable: str = "LE_F_MDS", min_qc_fraction: f
 
 
 @register("fluxnet", "stations", "FLUXNET2015 daily (DD) files: LE_F_MDS -> et through the latent heat of vaporisation")
-def read_fluxnet(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
+def read_fluxnet(paths: Sequence[Path], *, settings: Settings, bbox=None) -> xr.Dataset:
     """Daily actual ET [kg m-2] at FLUXNET2015 sites, as a CF point dataset."""
     box = region_bbox(settings, bbox)
     rule = settings.fluxnet

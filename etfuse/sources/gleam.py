@@ -17,6 +17,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import SourceFormatError
+from etfuse.settings import Settings
 from etfuse.sources import register
 from etfuse.sources.common import clip, region_bbox, require_units, standard_latlon
 
@@ -67,7 +68,7 @@ def _open_one(path: Path, box) -> xr.Dataset:
 
 
 @register("gleam", "grid", "GLEAM v3/v4 daily E (either dimension order) -> daily et")
-def read_gleam(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
+def read_gleam(paths: Sequence[Path], *, settings: Settings, bbox=None) -> xr.Dataset:
     """Daily GLEAM ET clipped to the region (plus margin); several yearly files are concatenated."""
     box = region_bbox(settings, bbox)
     parts = [_open_one(p, box) for p in paths]

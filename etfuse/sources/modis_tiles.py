@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+from etfuse.settings import Settings
+
 #: Radius of the sphere of the MODIS sinusoidal grid [m].
 SPHERE_RADIUS_M = 6371007.181
 #: Width and height of one tile [m].
@@ -70,7 +72,7 @@ def tiles_covering(lat: np.ndarray, lon: np.ndarray) -> list[str]:
     return sorted(f"h{c // 100:02d}v{c % 100:02d}" for c in codes.tolist() if 0 <= c // 100 <= 35 and 0 <= c % 100 <= 17)
 
 
-def region_lattice(settings) -> tuple[np.ndarray, np.ndarray]:
+def region_lattice(settings: Settings) -> tuple[np.ndarray, np.ndarray]:
     """Cell centres (lat descending, lon ascending) of the region itself (no margin) on the lattice the
     HDF tiles are resampled to (``modis.grid_resolution_deg`` or the region's resolution) [degrees]."""
     r = settings.region
@@ -82,7 +84,7 @@ def region_lattice(settings) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
-def expected_tiles(settings) -> list[str]:
+def expected_tiles(settings: Settings) -> list[str]:
     """The tiles a day needs to cover the region (Qinghai: h24v05, h25v05, h26v05), from the region."""
     lat, lon = region_lattice(settings)
     return tiles_covering(lat, lon)

@@ -1,7 +1,7 @@
 """Plain station tables of measured actual ET, and the point-dataset contract of every station reader.
 
 Sites that measure actual ET (eddy covariance, lysimeters) are delivered as a CSV
-``station_id,date,et_mm`` with optional ``lat,lon,elevation_m`` (design.md §3).  A station without
+``station_id,date,et_mm`` with optional ``lat,lon,elevation_m`` (docs/data-formats.md).  A station without
 coordinates in the table takes them from the project's facts tables (CMA Qinghai stations,
 FLUXNET sites); one known to neither is an error, never a silent drop.
 
@@ -26,6 +26,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import NoOverlapError, SourceFormatError
+from etfuse.settings import Settings
 from etfuse.sources import register
 from etfuse.sources.common import region_bbox
 from etfuse.stations_meta import known_locations
@@ -263,7 +264,7 @@ def _fill_locations(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 @register("stations", "stations", "station table station_id,date,et_mm[,lat,lon,elevation_m] of measured actual ET")
-def read_station_table(paths: Sequence[Path], *, settings, bbox=None) -> xr.Dataset:
+def read_station_table(paths: Sequence[Path], *, settings: Settings, bbox=None) -> xr.Dataset:
     """Measured daily actual ET [mm] from plain station tables, as a CF point dataset."""
     box = region_bbox(settings, bbox)
     raw = [_table_frame(path) for path in paths]

@@ -20,7 +20,7 @@ import xarray as xr
 
 from etfuse.grid import TargetGrid, nearest_map
 from etfuse.metrics import all_scores
-from etfuse.settings import load_settings
+from etfuse.settings import Settings, load_settings
 from etfuse.sources import read_source
 
 SOURCES = ("gleam", "era5land")
@@ -34,7 +34,7 @@ def _truth(world: Path) -> xr.DataArray:
     return xr.concat(parts, dim="time")
 
 
-def _source_chunks(world: Path, source: str, settings) -> Iterator[xr.DataArray]:
+def _source_chunks(world: Path, source: str, settings: Settings) -> Iterator[xr.DataArray]:
     """Daily ET of a source, one file's days at a time (bounded memory on a 2-year province world).
 
     ERA5-Land's last day of a month is completed by the next file's first 00 UTC step, so each

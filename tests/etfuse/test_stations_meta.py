@@ -37,7 +37,7 @@ def test_facts_tables():
     assert cma["station_id"].map(type).eq(str).all()
     xining = cma.set_index("station_id").loc["52866"]
     assert (xining["lat"], xining["lon"], xining["elevation_m"]) == pytest.approx((36.7333, 101.75, 2295.2))
-    assert {"52818", "56029"} <= set(cma["station_id"])                   # Golmud, Yushu (design.md §3)
+    assert {"52818", "56029"} <= set(cma["station_id"])                   # Golmud, Yushu (docs/data-formats.md)
     # every Qinghai station lies in the Qinghai region plus its margin
     assert cma["lat"].between(31.37 - 0.5, 39.87 + 0.5).all() and cma["lon"].between(89.5 - 0.5, 103.4 + 0.5).all()
     flx = fluxnet_sites().set_index("site_id")

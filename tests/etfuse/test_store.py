@@ -161,3 +161,21 @@ def test_a_day_file_missing_from_the_ledger_is_recovered(tmp_path):
     assert [c.action for c in store.put_grid("gleam", grid_ds())] == ["unchanged", "unchanged"]
     with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM grid_versions").fetchone()[0] == 2
+
+
+def test_latest_grid_versions_gives_the_newest_revision_of_each_day_in_the_window(tmp_path):
+    store = HarmonisedStore(tmp_path)
+    store.put_grid("era5land", grid_ds(days=("2021-03-01", "2021-03-02"), value=1.0), file_name="a.nc",
+                   file_sha256="a")
+    store.put_grid("era5land", grid_ds(days=("2021-03-02",), value=2.0), file_name="b.nc", file_sha256="b")
+    store.put_grid("gleam", grid_ds(days=("2021-03-03",)), file_name="g.nc", file_sha256="g")
+    got = store.latest_grid_versions(pd.Timestamp("2021-03-02"), pd.Timestamp("2021-03-03"))
+    assert sorted(got) == [("era5land", "2021-03-02"), ("gleam", "2021-03-03")]   # 03-01 is outside the window
+    full = store.latest_grid_versions(pd.Timestamp("2021-03-01"), pd.Timestamp("2021-03-03"))
+    assert full[("era5land", "2021-03-01")]["et"][0] != got[("era5land", "2021-03-02")]["et"][0]  # 1.0 vs 2.0
+    assert got[("era5land", "2021-03-02")]["et"][1] == "final"                 # the stream of the revision
+    revised = store.put_grid("era5land", grid_ds(days=("2021-03-02",), value=1.0), file_name="c.nc",
+                             file_sha256="c")
+    assert revised[0].action == "revised"
+    again = store.latest_grid_versions(pd.Timestamp("2021-03-02"), pd.Timestamp("2021-03-02"))
+    assert again[("era5land", "2021-03-02")]["et"][0] == full[("era5land", "2021-03-01")]["et"][0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from etfuse.tempfiles import host_tag, is_orphaned, remove_orphaned, temporary_name
+from etfuse.tempfiles import host_tag, is_orphaned, remove_orphaned, temporary_name, write_atomic
 
 DEAD_PID = 999_999_999                       # above any pid_max: never a running process
 
@@ -63,3 +63,20 @@ def test_harmonised_store_removes_a_dead_writers_day_file_when_opened(tmp_path):
     live = _named(folder, host=host_tag(), pid=os.getpid())
     assert HarmonisedStore(tmp_path).removed_temp_files == [dead]
     assert live.exists() and not dead.exists()
+
+
+def test_write_atomic_replaces_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "stats.json"
+    assert write_atomic(target, "first") == target                # the folder is created
+    write_atomic(target, b"\x00second")
+    assert target.read_bytes() == b"\x00second"
+    assert [p.name for p in target.parent.iterdir()] == ["stats.json"]
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("etfuse.tempfiles.os.replace", full_disk)
+    with pytest.raises(OSError):
+        write_atomic(target, "third")
+    assert target.read_bytes() == b"\x00second"                      # the old file is intact
+    assert [p.name for p in target.parent.iterdir()] == ["stats.json"]  # and no temporary file is left

@@ -25,8 +25,8 @@ import xarray as xr
 
 from etfuse.grid import TargetGrid
 from serving.cf_product import FILL_VALUE
-from serving.product import (DAILY_CHUNKS, YEARLY_CHUNKS, DayNotFoundError, ProductError, ProductStore,
-                             selftest_field, selftest_fingerprint)
+from serving.product import DAILY_CHUNKS, YEARLY_CHUNKS, DayNotFoundError, ProductError, ProductStore
+from tests.serving.product_selftest import selftest_field, selftest_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = pd.Timestamp("2021-07-15")
@@ -475,15 +475,16 @@ CHILD = textwrap.dedent('''
     import os, signal, sys
     from etfuse.settings import load_settings
     from serving import product as P
+    from tests.serving.product_selftest import selftest_field, selftest_fingerprint
 
     home, mode, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
     region = dict(name="kill", lon_min=100.0, lon_max=106.0, lat_min=34.0, lat_max=38.0, resolution_deg=0.01)
     store = P.ProductStore(load_settings(home=home, region=region, serving={"quicklooks": False}))
 
     def write(i):
-        return store.write_day("2021-07-15", P.selftest_field(store.grid.shape, i), model_version=1 + i % 3,
+        return store.write_day("2021-07-15", selftest_field(store.grid.shape, i), model_version=1 + i % 3,
                                status="final", sources_used={"era5land", "gleam"},
-                               fingerprint=P.selftest_fingerprint(i))
+                               fingerprint=selftest_fingerprint(i))
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -595,7 +596,7 @@ def test_writer_killed_at_random_moments_leaves_a_complete_file(tmp_path, monkey
     versions, mid_write = [], 0
     for k, delay in enumerate(delays):
         start = 1000 * (k + 1)
-        proc = subprocess.Popen([sys.executable, "-m", "serving.product", "--selftest-write", str(home),
+        proc = subprocess.Popen([sys.executable, "-m", "tests.serving.product_selftest", "--selftest-write", str(home),
                                  "--region", region_arg, "--day", KILL_DAY, "--start", str(start),
                                  "--iterations", "900"],
                                 env=_child_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""ERA5-Land: every delivery form gives the same daily fields; the daily rule is design.md §3."""
+"""ERA5-Land: every delivery form gives the same daily fields; the daily rule is in docs/data-formats.md."""
 
 from __future__ import annotations
 

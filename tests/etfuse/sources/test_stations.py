@@ -63,7 +63,7 @@ def test_table_without_coordinates_takes_the_facts_tables(tmp_path):
         assert ds["lat"].values[i] == pytest.approx(float(facts["lat"]))
         assert ds["lon"].values[i] == pytest.approx(float(facts["lon"]))
         assert ds["elevation_m"].values[i] == pytest.approx(float(facts["elevation_m"]))
-    assert ds["lat"].values[0] == pytest.approx(36.7333)            # Xining, design.md §3
+    assert ds["lat"].values[0] == pytest.approx(36.7333)            # Xining, docs/data-formats.md
 
 
 def test_partial_coordinates_and_unknown_elevation(tmp_path):
