@@ -39,9 +39,9 @@ def evaluate(
     truth_days: Annotated[int, typer.Option(help="Days of the final test period scored against the truth.")] = 14,
 ) -> None:
     """Run the evaluation protocol and write its report."""
+    from etfuse.store import HarmonisedStore
     from training.protocol.variants import VARIANTS
     from training.samples import build_samples
-    from etfuse.store import HarmonisedStore
 
     s = cli_settings()
     if champion and product:

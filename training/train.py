@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from etfuse.features import FEATURES
+from etfuse.settings import Settings
 from training.model import GcnGru, gcn_adjacency, king_edges
 from training.samples import SampleSet, Split
 
@@ -115,7 +116,7 @@ class FitResult:
     seconds: float = 0.0
 
 
-def fit(samples: SampleSet, split: Split, norm: dict, settings,
+def fit(samples: SampleSet, split: Split, norm: dict, settings: Settings,
         progress: Callable[[int, int, float, float], None] | None = None) -> FitResult:
     """Train a GCN-GRU on ``split.train`` with early stopping on ``split.validation``.
 
@@ -130,7 +131,7 @@ def fit(samples: SampleSet, split: Split, norm: dict, settings,
         torch.set_num_threads(previous)
 
 
-def _fit(samples: SampleSet, split: Split, norm: dict, settings,
+def _fit(samples: SampleSet, split: Split, norm: dict, settings: Settings,
          progress: Callable[[int, int, float, float], None] | None) -> FitResult:
     cfg = settings.training
     seed_everything(cfg.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from etfuse.settings import Settings
 from training.gate import Comparison
 
 
@@ -23,7 +24,7 @@ def _table(table: pd.DataFrame, group: bool) -> str:
     return "\n".join(lines)
 
 
-def model_card(*, settings, data_window: dict[str, str], params: dict, overall: pd.DataFrame,
+def model_card(*, settings: Settings, data_window: dict[str, str], params: dict, overall: pd.DataFrame,
                by_season: pd.DataFrame, by_station: pd.DataFrame, gate_comparisons: list[Comparison],
                plots: list[str], code_version: str) -> str:
     """The card as Markdown; every number comes from the run's own tables."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from etfuse.settings import Settings
 from training.pipeline import onnx_predict
 from training.protocol.folds import station_table
 from training.protocol.frame import cell_frame
@@ -19,7 +20,7 @@ from training.protocol.scores import score_tables
 from training.samples import SampleSet
 
 
-def score_registered(samples: SampleSet, settings, onnx_path, training_stations: list[str] | None = None
+def score_registered(samples: SampleSet, settings: Settings, onnx_path, training_stations: list[str] | None = None
                      ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The station-day frame with a ``champion`` column and its tables (overall, season, regime,
     station, and ``by_group``: per target source and training/not-training station)."""
@@ -28,7 +29,8 @@ def score_registered(samples: SampleSet, settings, onnx_path, training_stations:
     return frame, _tables(frame, "champion", settings, training_stations)
 
 
-def score_product(samples: SampleSet, settings, product: pd.DataFrame, training_stations: list[str] | None = None
+def score_product(samples: SampleSet, settings: Settings, product: pd.DataFrame,
+                  training_stations: list[str] | None = None
                   ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The station-day frame with a ``product`` column and its tables, as ``score_registered``.
 
@@ -47,7 +49,7 @@ def score_product(samples: SampleSet, settings, product: pd.DataFrame, training_
     return frame, _tables(frame, "product", settings, training_stations)
 
 
-def _station_days(samples: SampleSet, settings) -> pd.DataFrame:
+def _station_days(samples: SampleSet, settings: Settings) -> pd.DataFrame:
     blocks = station_table(samples, settings.evaluation.block_km)["block"].to_numpy()
     frame = cell_frame(samples, samples.keys(), blocks)
     frame["gleam"], frame["era5land"] = frame["gleam_et"], frame["era5land_et"]
@@ -55,7 +57,7 @@ def _station_days(samples: SampleSet, settings) -> pd.DataFrame:
     return frame
 
 
-def _tables(frame: pd.DataFrame, name: str, settings,
+def _tables(frame: pd.DataFrame, name: str, settings: Settings,
             training_stations: list[str] | None) -> dict[str, pd.DataFrame]:
     cfg = settings.evaluation
     frame["in_training"] = frame["station_id"].isin(set(training_stations or []))

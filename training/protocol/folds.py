@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from etfuse.errors import EtfuseError
+from etfuse.settings import Settings
 from training.samples import SampleSet
 
 #: length of one degree of latitude [km]
@@ -86,7 +87,7 @@ def station_table(samples: SampleSet, block_km: float) -> pd.DataFrame:
     return table
 
 
-def final_test(samples: SampleSet, settings) -> FinalTest:
+def final_test(samples: SampleSet, settings: Settings) -> FinalTest:
     """The final test set declared in settings (explicit stations/date, or shares drawn with the seed)."""
     cfg = settings.evaluation
     table = station_table(samples, cfg.block_km)
@@ -143,7 +144,7 @@ def final_test_keys(samples: SampleSet, final: FinalTest) -> pd.DataFrame:
     return keys[final_st[keys["s"].to_numpy()] | late].reset_index(drop=True)
 
 
-def make_folds(dev: SampleSet, settings) -> list[Fold]:
+def make_folds(dev: SampleSet, settings: Settings) -> list[Fold]:
     """k folds of whole spatial blocks over the development samples, early-stopping share drawn per fold."""
     cfg = settings.evaluation
     table = station_table(dev, cfg.block_km)

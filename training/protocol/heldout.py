@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from etfuse.settings import Settings
 from training.gate import Comparison
 from training.protocol.baselines import baselines
 from training.protocol.bootstrap import cluster_ids, difference_interval, resample_weights
@@ -16,7 +17,7 @@ from training.samples import SampleSet
 
 
 def add_baselines(samples: SampleSet, train_keys: pd.DataFrame, heldout: pd.DataFrame,
-                  settings) -> tuple[list[str], dict[str, str]]:
+                  settings: Settings) -> tuple[list[str], dict[str, str]]:
     """Fit every baseline on ``train_keys`` station-days and add its prediction to ``heldout``
     (a frame with ``s``, ``d`` columns, e.g. training.evaluate.heldout_frame).
 
@@ -39,7 +40,8 @@ def add_baselines(samples: SampleSet, train_keys: pd.DataFrame, heldout: pd.Data
     return names, skipped
 
 
-def comparisons(frame: pd.DataFrame, candidate: str, references: dict[str, str], settings) -> list[Comparison]:
+def comparisons(frame: pd.DataFrame, candidate: str, references: dict[str, str],
+                settings: Settings) -> list[Comparison]:
     """Paired RMSE differences of ``candidate`` with each reference column (label -> column), on the
     rows where the observation and every one of them have a value; 95 % block-bootstrap intervals."""
     cfg = settings.evaluation

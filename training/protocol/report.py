@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from etfuse.settings import Settings
 from training.protocol.run import ProtocolResult
 from training.protocol.scores import common_rows, markdown_difference, markdown_table
 
@@ -27,7 +28,7 @@ def verdict(result: ProtocolResult, model: str = "gcn_gru") -> str:
     return f"{model} does NOT beat the strongest baseline ({base}) beyond the bootstrap interval (a tie): {span}."
 
 
-def to_markdown(result: ProtocolResult, title: str, settings) -> str:
+def to_markdown(result: ProtocolResult, title: str, settings: Settings) -> str:
     cfg = settings.evaluation
     epochs = {f["variant"]: [] for f in result.fits}
     for f in result.fits:
@@ -127,7 +128,8 @@ def plots(result: ProtocolResult, folder: Path) -> list[Path]:
     return paths
 
 
-def write_report(result: ProtocolResult, folder: Path, settings, title: str = "etfuse evaluation") -> dict[str, Path]:
+def write_report(result: ProtocolResult, folder: Path, settings: Settings,
+                 title: str = "etfuse evaluation") -> dict[str, Path]:
     """``report.md``, ``report.json`` and ``plots/*.png`` under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     md = folder / "report.md"

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from etfuse.settings import Settings
 from training.protocol.baselines import baselines
 from training.protocol.folds import (FinalTest, Fold, development_samples, final_test, final_test_keys, make_folds,
                                      station_table)
@@ -58,8 +59,8 @@ def _fit_baselines(train: pd.DataFrame, test: pd.DataFrame, seed: int, out: pd.D
     return fitted
 
 
-def run_protocol(samples: SampleSet, settings, *, variants: tuple[str, ...] = ("gcn_gru",), final: bool = True,
-                 echo: Callable[[str], None] = log.info) -> ProtocolResult:
+def run_protocol(samples: SampleSet, settings: Settings, *, variants: tuple[str, ...] = ("gcn_gru",),
+                 final: bool = True, echo: Callable[[str], None] = log.info) -> ProtocolResult:
     """Cross-validate every baseline and ``variants`` on the same spatial folds; score the final test."""
     cfg = settings.evaluation
     timings: dict[str, float] = {}

@@ -27,6 +27,7 @@ import xarray as xr
 
 from etfuse.features import FEATURES, InputReader, elevation_on_grid, grid_day
 from etfuse.grid import TargetGrid
+from etfuse.settings import Settings
 from training.protocol.folds import KM_PER_DEG
 from training.protocol.frame import cell_frame
 from training.samples import SampleSet
@@ -57,7 +58,7 @@ def read_truth(folder: Path, days: pd.DatetimeIndex, grid: TargetGrid) -> np.nda
     return out
 
 
-def grid_features(reader: InputReader, settings, days: pd.DatetimeIndex) -> np.ndarray:
+def grid_features(reader: InputReader, settings: Settings, days: pd.DatetimeIndex) -> np.ndarray:
     """Features ``(days, H, W, F)`` of the whole grid."""
     elevation = elevation_on_grid(settings, reader.grid, reader.cache)
     return np.stack([grid_day(reader, d, elevation)[0] for d in days])
@@ -163,7 +164,8 @@ def map_plot(scores: TruthScores, grid: TargetGrid, path: Path, stations: pd.Dat
     return path
 
 
-def evaluate_truth(result, settings, store, truth_folder: Path, out_folder: Path, n_days: int = 14) -> TruthScores:
+def evaluate_truth(result, settings: Settings, store, truth_folder: Path, out_folder: Path,
+                   n_days: int = 14) -> TruthScores:
     """Score the protocol's final models (fitted on all development stations) against the truth on
     the first ``n_days`` of the final test period, over the whole grid."""
     grid = TargetGrid.from_region(settings.region)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from etfuse.settings import Settings
 from training.samples import SampleSet, Split, normalisation
 from training.train import PatchBatcher, fit, predict
 
@@ -44,7 +45,7 @@ def variant_samples(samples: SampleSet, variant: str) -> SampleSet:
     raise ValueError(f"unknown model variant {variant!r}; expected one of {VARIANTS}")
 
 
-def cv_settings(settings, variant: str):
+def cv_settings(settings: Settings, variant: str):
     """Training settings inside cross-validation: ``evaluation.cv_epochs/cv_patience``, and no
     random dropout of a source the variant has removed anyway."""
     cfg = settings.evaluation
@@ -56,7 +57,7 @@ def cv_settings(settings, variant: str):
 
 
 def fit_and_predict(samples: SampleSet, variant: str, train: pd.DataFrame, validation: pd.DataFrame,
-                    test: pd.DataFrame, settings, *, test_samples: SampleSet | None = None
+                    test: pd.DataFrame, settings: Settings, *, test_samples: SampleSet | None = None
                     ) -> tuple[np.ndarray, dict, object]:
     """Train ``variant`` on ``train`` (early stopping on ``validation``), predict ``test`` keys.
 
