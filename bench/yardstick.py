@@ -178,7 +178,7 @@ def summary(rows, args) -> str:
     truth_rows = [r[5] for r in rows if len(r) > 5 and r[5] is not None and len(r[5])]
     if truth_rows:
         t = pd.concat(truth_rows)
-        lines += ["", "## Against the gridded truth (whole grid, first days of the final test period)", "",
+        lines += ["", "## Against the gridded truth (whole grid, days spread over the final test period)", "",
                   "RMSE [mm/d] over all cells and over cells >= 20 km from every development station; seam = mean "
                   "|neighbour difference| across minus inside source cells [mm/d] (truth's value in brackets).", "",
                   "| seed | model | RMSE all | RMSE away | seam 0.1 deg | seam 0.25 deg |", "|---|---|---|---|---|---|"]

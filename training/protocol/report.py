@@ -58,7 +58,7 @@ def to_markdown(result: ProtocolResult, title: str, settings: Settings) -> str:
             lines += [markdown_difference(result.final_test["difference"]), ""]
     if result.truth is not None and len(result.truth):
         t = result.truth
-        lines += ["## Against the gridded truth (whole grid, first days of the final test period)", "",
+        lines += ["## Against the gridded truth (whole grid, days spread over the final test period)", "",
                   f"{int(t['days'].iloc[0])} days; `away` = {int(t['cells_away'].iloc[0])} cells at least "
                   f"{cfg.away_km:g} km from every development station. Seam = mean |neighbour difference| across "
                   "source-cell edges minus inside source cells [mm/d] (the truth's own value beside it; above "

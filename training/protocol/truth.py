@@ -164,19 +164,36 @@ def map_plot(scores: TruthScores, grid: TargetGrid, path: Path, stations: pd.Dat
     return path
 
 
+def scored_days(start: pd.Timestamp, end: pd.Timestamp, n_days: int) -> pd.DatetimeIndex:
+    """``n_days`` days spread evenly from ``start`` to ``end`` (every day when the period is
+    shorter): the first days of a final period that starts in winter would judge models on the
+    days with the least ET, so the grid is scored across the period's seasons instead."""
+    span = (end - start).days + 1
+    if span <= n_days:
+        return pd.date_range(start, end, freq="D")
+    offsets = np.unique(np.round(np.linspace(0, span - 1, n_days)).astype(int))
+    return pd.DatetimeIndex([start + pd.Timedelta(days=int(k)) for k in offsets])
+
+
 def evaluate_truth(result, settings: Settings, store, truth_folder: Path, out_folder: Path,
                    n_days: int = 14) -> TruthScores:
     """Score the protocol's final models (fitted on all development stations) against the truth on
-    the first ``n_days`` of the final test period, over the whole grid."""
+    ``n_days`` days spread over the final test period (``scored_days``), over the whole grid."""
     grid = TargetGrid.from_region(settings.region)
     reader = InputReader(store, settings, grid)
     window = settings.window_days
     start = result.final.start
-    days = pd.date_range(start - pd.Timedelta(days=window - 1), start + pd.Timedelta(days=n_days - 1), freq="D")
-    features = grid_features(reader, settings, days)
-    preds = grid_predictions(features, window, result.final_baselines,
-                             {k: v for k, v in result.final_models.items() if k == "gcn_gru"})
-    truth = read_truth(truth_folder, days[window - 1:], grid)
+    end = pd.Timestamp(result.final_frame["date"].max()) if len(result.final_frame) else start
+    days = scored_days(start, max(end, start), n_days)
+    models = {k: v for k, v in result.final_models.items() if k == "gcn_gru"}
+    parts: dict[str, list[np.ndarray]] = {}
+    for day in days:                      # each scored day with its own window of inputs
+        window_days = pd.date_range(day - pd.Timedelta(days=window - 1), day, freq="D")
+        one = grid_predictions(grid_features(reader, settings, window_days), window, result.final_baselines, models)
+        for name, pred in one.items():
+            parts.setdefault(name, []).append(pred)
+    preds = {name: np.concatenate(v) for name, v in parts.items()}
+    truth = read_truth(truth_folder, days, grid)
     train = result.dev_stations
     distance = distance_to_stations_km(grid, train["lat"].to_numpy(), train["lon"].to_numpy())
     scores = truth_scores(preds, truth, grid, distance, settings.evaluation.away_km)

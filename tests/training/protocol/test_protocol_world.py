@@ -82,9 +82,19 @@ def test_whole_protocol_on_a_small_world(small_world, tmp_path):
         assert ablation.loc[variant, "diff"] == pytest.approx(overall.loc[variant, "rmse"] - overall.loc["gcn_gru", "rmse"],
                                                               abs=1e-9)
         assert ablation.loc[variant, "lo"] <= ablation.loc[variant, "diff"] <= ablation.loc[variant, "hi"]
+    # the gridded truth: the final models on every cell of days spread over the final period
+    from training.protocol.truth import evaluate_truth
+    truth = evaluate_truth(result, settings, store, small_world / "truth", tmp_path / "report", n_days=3)
+    result.truth = truth.table
+    table = truth.table.set_index("model")
+    assert {"gcn_gru", "linear_both", "climatology", "gleam", "era5land"} <= set(table.index)
+    assert (table["days"] == 3).all() and np.isfinite(table["rmse_all"]).all()
+    assert table.loc["gcn_gru", "rmse_all"] < table.loc["era5land", "rmse_all"]     # fused beats the raw source
+    assert (tmp_path / "report" / "plots" / "truth_rmse_maps.png").stat().st_size > 0
     paths = write_report(result, tmp_path / "report", settings, title="small world")
     text = paths["markdown"].read_text()
     assert "Verdict:" in text and "Final test" in text and "hgb" in text and "Ablations: RMSE difference" in text
+    assert "Against the gridded truth" in text
     data = json.loads(paths["json"].read_text())
     assert data["strongest_baseline"] in models and data["tables"]["cv_overall"]
     assert {"cv_scatter", "cv_rmse_by_season", "cv_rmse_by_station"} <= set(paths)
