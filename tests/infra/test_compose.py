@@ -154,7 +154,7 @@ def test_docker_compose_config_resolves_the_stack(docker_compose, env_file, tmp_
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server",
-                                         "prefect-register", "prefect-worker", "serving", "serving-cpu",
+                                         "prefect-register", "prefect-worker", "watcher", "serving", "serving-cpu",
                                          "prometheus", "grafana"}
     assert set(resolved["volumes"]) == {"postgres-data", "seaweedfs-data", "etfuse-home"}
     mlflow = resolved["services"]["mlflow"]
@@ -181,7 +181,8 @@ def test_profiles_pick_exactly_one_serving_api(services):
     .env); docker-compose 1.29's `config` lists every service, so the rule is checked on the file."""
     def started(profile: str) -> set[str]:
         return {n for n, s in services.items() if not s.get("profiles") or profile in s["profiles"]}
-    core = {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server", "prefect-register", "prefect-worker"}
+    core = {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server", "prefect-register", "prefect-worker",
+            "watcher"}
     assert started("gpu") == core | {"serving"}
     assert started("cpu") == core | {"serving-cpu"}
     assert services["serving"]["ports"] == services["serving-cpu"]["ports"]
@@ -202,7 +203,7 @@ def test_health_checks_and_start_order(services):
             assert spec == {"condition": expected}, f"{name} -> {dependency}: {spec}"
     order = {"s3-init": {"seaweedfs"}, "mlflow": {"postgres", "s3-init"}, "prefect-server": {"postgres"},
              "prefect-register": {"prefect-server"}, "prefect-worker": {"prefect-register", "mlflow"},
-             "serving": {"mlflow"}, "serving-cpu": {"mlflow"}}
+             "watcher": {"prefect-register"}, "serving": {"mlflow"}, "serving-cpu": {"mlflow"}}
     for name, needs in order.items():
         assert set(services[name]["depends_on"]) == needs, name
 
@@ -230,7 +231,7 @@ def test_gpu_reservation_and_cpu_profile(services):
 def test_volumes_ports_and_hardening(compose, services):
     assert set(compose["volumes"]) == {"postgres-data", "seaweedfs-data", "etfuse-home"}
     home_users = {n for n, s in services.items() if "etfuse-home:/data/etfuse" in (s.get("volumes") or [])}
-    assert home_users == {"prefect-worker", "serving", "serving-cpu"}
+    assert home_users == {"prefect-worker", "watcher", "serving", "serving-cpu"}
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("${ETFUSE_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} on every address"
@@ -253,6 +254,61 @@ def test_services_reach_each_other_by_the_names_compose_gives_them(services):
     ini = (INFRA / "mlflow" / "basic_auth.ini").read_text()
     assert "database_uri = postgresql://mlflow@postgres:5432/mlflow_auth" in ini
 
+
+
+def test_watcher_starts_the_daily_deployment_without_registry_credentials(services):
+    watcher = services["watcher"]
+    assert watcher["command"] == ["etfuse", "watch"] and image_of(watcher) == "cpu"
+    env = watcher["environment"]
+    assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api" and "PREFECT_API_AUTH_STRING" in env
+    assert env["ETFUSE_CONFIG"] == "/etc/etfuse/etfuse.yaml"
+    assert env["ETFUSE_WATCH__FORCE_POLLING"] == "${ETFUSE_WATCH__FORCE_POLLING:-false}"
+    assert not any(k.startswith(("MLFLOW_TRACKING_", "AWS_")) for k in env), env    # it only talks to Prefect
+    from etfuse.settings import Settings
+    assert Settings().watch.deployment == "daily/daily"        # a deployment prefect-register registers
+
+
+def test_alert_variables_reach_the_worker_from_env(docker_compose, env_file, tmp_path, monkeypatch):
+    """What .env sets for the alert channels arrives in the worker (the one that sends alerts) and
+    nowhere else; empty values leave the channels off, which the settings accept."""
+    text = env_file.read_text()
+    text = text.replace("ETFUSE_ALERTS__APPRISE_URLS=\n", "ETFUSE_ALERTS__APPRISE_URLS=json://127.0.0.1:9/a\n")
+    text = text.replace("ETFUSE_FRESHNESS__HEARTBEAT_URL=\n", "ETFUSE_FRESHNESS__HEARTBEAT_URL=http://127.0.0.1:9/hb\n")
+    text = text.replace("ETFUSE_SERVING__ADMIN_TOKEN=\n", "ETFUSE_SERVING__ADMIN_TOKEN=T0kenT0kenT0ken\n")
+    filled = tmp_path / "filled.env"
+    filled.write_text(text)
+    result = subprocess.run([docker_compose, "--env-file", str(filled), "-f", str(COMPOSE), "config"],
+                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    worker = resolved["prefect-worker"]["environment"]
+    assert worker["ETFUSE_ALERTS__APPRISE_URLS"] == "json://127.0.0.1:9/a"
+    assert worker["ETFUSE_FRESHNESS__HEARTBEAT_URL"] == "http://127.0.0.1:9/hb"
+    assert worker["ETFUSE_ALERTS__REPORTS_BASE_URL"] == "http://localhost:8080/reports"
+    assert worker["ETFUSE_ALERTS__MIN_SEVERITY_APPRISE"] == "warning"
+    for name in ("serving", "serving-cpu"):
+        env = resolved[name]["environment"]
+        assert env["ETFUSE_SERVING__ADMIN_TOKEN"] == "T0kenT0kenT0ken", name
+        assert not any(k.startswith(("ETFUSE_ALERTS__", "ETFUSE_FRESHNESS__")) for k in env), name
+    assert "ETFUSE_SERVING__ADMIN_TOKEN" not in worker
+    # the settings take these values as the containers would get them (empty = off)
+    from etfuse.settings import Settings
+    keys = [k for k in worker if k.startswith(("ETFUSE_ALERTS__", "ETFUSE_FRESHNESS__"))]
+    for key in keys:
+        monkeypatch.setenv(key, str(worker[key]))
+    assert worker["ETFUSE_ALERTS__WEBHOOK_URL"] == ""
+    settings = Settings()
+    assert settings.alerts.apprise_urls == ("json://127.0.0.1:9/a",) and settings.alerts.webhook_url is None
+    assert settings.alerts.reports_base_url == "http://localhost:8080/reports"
+    assert settings.freshness.heartbeat_url == "http://127.0.0.1:9/hb"
+
+
+def test_the_api_serves_the_reports_folder_of_the_volume(services):
+    """GET /reports reads $ETFUSE_HOME/reports: the API mounts the whole etfuse-home volume where the
+    settings put home, so the links in alerts open (serving/reports.py)."""
+    home = yaml.safe_load((INFRA / "etfuse" / "etfuse.yaml").read_text())["home"]
+    for name in ("serving", "serving-cpu"):
+        assert f"etfuse-home:{home}" in services[name]["volumes"], name
 
 # ----------------------------------------------------------------------------- commands vs images
 def _norm(name: str) -> str:
@@ -346,7 +402,7 @@ def test_every_service_command_exists_in_its_image(services):
         for option in _options(command):
             assert option in help_text, f"{name}: `{' '.join(_subcommand(command))}` has no option {option}"
         checked += 1
-    assert checked == 6
+    assert checked == 7
 
     # what the options name must exist too
     assert "basic-auth" in {ep.name for ep in importlib.metadata.entry_points(group="mlflow.app")}
