@@ -56,6 +56,8 @@ class UpdateReport:
     years_rebuilt: list[int] = field(default_factory=list)
     #: stale days left for the history recompute (older than the ``max_days`` newest)
     deferred: list[pd.Timestamp] = field(default_factory=list)
+    #: day -> the onnxruntime execution provider that computed it (``CPUExecutionProvider``, ...)
+    providers: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -63,8 +65,9 @@ class UpdateReport:
             counts[action] = counts.get(action, 0) + 1
         per_day = f", median {np.median(self.seconds_per_day):.2f} s/day" if self.seconds_per_day else ""
         later = f"; {len(self.deferred)} older stale day(s) left to the history recompute" if self.deferred else ""
+        on = f" on {', '.join(sorted(set(self.providers.values())))}" if self.providers else ""
         return (f"update with model v{self.model_version}: {len(self.planned)} day(s) to compute "
-                f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing to do'}){per_day}{later}")
+                f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing to do'}){on}{per_day}{later}")
 
 
 def _ledger(store: HarmonisedStore, first: pd.Timestamp, last: pd.Timestamp) -> dict[tuple[str, str], dict]:
@@ -252,8 +255,9 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
             # the product says what its inputs are, even when that is a step back
             action = product.write_day(plan.day, et, model_version=model.version, status=plan.status,
                                        sources_used=present[plan.day], fingerprint=plan.fingerprint,
-                                       allow_downgrade=True)
+                                       allow_downgrade=True, execution_provider=model.execution_provider)
             report.written[f"{plan.day:%Y-%m-%d}"] = action
+            report.providers[f"{plan.day:%Y-%m-%d}"] = model.execution_provider
             report.seconds_per_day.append(time.perf_counter() - t0)
             if progress:
                 progress(k + 1, len(todo), plan.day)
