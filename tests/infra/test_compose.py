@@ -655,3 +655,11 @@ def test_dockerignore_keeps_what_the_images_copy_and_nothing_else():
     for kept_out in (".venv/bin/python", ".git/config", "var/product/x.nc", ".env", "tests/conftest.py",
                      "etfuse/__pycache__/x.pyc", "docs/deployment.md", "infra/mlflow/basic_auth.ini"):
         assert _ignored(kept_out, patterns), kept_out
+
+
+def test_the_stack_ingests_what_the_watcher_started_its_run_for():
+    """The watcher starts `daily` once nothing changed for watch.quiet_s; that run must not leave the
+    files in landing/ as too young (ingest.min_age_seconds), or they would wait for the cron."""
+    from etfuse.settings import load_settings
+    settings = load_settings(INFRA / "etfuse" / "etfuse.yaml")
+    assert 0 < settings.ingest.min_age_seconds <= settings.watch.quiet_s

@@ -230,6 +230,7 @@ def test_compose_topology_runs_daily_and_retrain_natively(tmp_path):
         "S3_ACCESS_KEY": token(), "S3_SECRET_KEY": token(), "S3_BUCKET": "etfuse-mlflow-test",
         "MLFLOW_ADMIN_USER": "admin", "MLFLOW_ADMIN_PASSWORD": token(), "MLFLOW_FLASK_SECRET_KEY": token(),
         "PREFECT_AUTH_USER": "admin", "PREFECT_AUTH_PASSWORD": token(), "MLFLOW_READER_PASSWORD": token(),
+        "ETFUSE_SERVING__ADMIN_TOKEN": token(),
         "MLFLOW_PORT": str(free_port()), "PREFECT_PORT": str(free_port()), "SERVING_PORT": str(free_port()),
     }
     ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer",
