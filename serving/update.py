@@ -58,6 +58,9 @@ class UpdateReport:
     deferred: list[pd.Timestamp] = field(default_factory=list)
     #: day -> the onnxruntime execution provider that computed it (``CPUExecutionProvider``, ...)
     providers: dict[str, str] = field(default_factory=dict)
+    #: a non-priority run (the history recompute) stopped after this many days because a priority run
+    #: (the daily run) was waiting for the product lock; the rest stays stale for its next chunk
+    gave_way_after: int | None = None
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -211,7 +214,8 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
     ``newest=True`` (the daily run) computes the newest chunks of ``update.history_chunk_days``
     first; ``max_days`` computes only that many of the newest stale days and reports the older ones
     as ``deferred`` (the history recompute's work).  ``priority=False`` (the history recompute)
-    gives way to a waiting priority run before taking the lock.
+    gives way to a waiting priority run before taking the lock, and after any day while holding it
+    (``report.gave_way_after``; the days not computed stay stale).
     """
     store = store or HarmonisedStore(settings.harmonised)
     model = predictor.model()
@@ -238,6 +242,14 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
         elevation = elevation_on_grid(settings, reader.grid, reader.cache)
         embeddings = DayEmbeddings(model, settings.serving.feature_cache_days)
         present: dict[pd.Timestamp, set[str]] = {}
+        folder = settings.folder("product")
+
+        def give_way() -> bool:
+            """A non-priority run (the history) stops when the daily run starts waiting for the lock:
+            checked before each day and before each window day's embedding, so the newest day waits at
+            most one embedding or one day's readout and write; the days not written stay stale."""
+            return not priority and lock and _others_waiting(folder)
+
         for k, plan in enumerate(todo):
             t0 = time.perf_counter()
             if k and plan.day < todo[k - 1].day:      # newest first: an older chunk starts; its window is not cached
@@ -245,8 +257,15 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
             window = pd.date_range(plan.day - pd.Timedelta(days=model.window_days - 1), plan.day, freq="D")
             for day in window:
                 if day not in embeddings:
+                    if give_way():
+                        break
                     x_day, present[day] = grid_day(reader, day, elevation)
                     embeddings.add(day, predictor.embed(model, x_day))
+            if any(day not in embeddings for day in window):
+                report.gave_way_after = k
+                log.info("a priority update is waiting for the product lock: giving way after %d of %d day(s)",
+                         k, len(todo))
+                break
             et = predictor.readout(model, [embeddings.days[d] for d in window], reader.grid.shape)
             previous = product.record(plan.day)
             if previous is not None and previous.status == "final" and plan.status == "provisional":
@@ -261,9 +280,10 @@ def run_update(settings, *, predictor, product, store: HarmonisedStore | None = 
             report.seconds_per_day.append(time.perf_counter() - t0)
             if progress:
                 progress(k + 1, len(todo), plan.day)
-        store.reprocess_done([p.day for p in todo])
+        done = todo[:len(report.seconds_per_day)]
+        store.reprocess_done([p.day for p in done])
         if build_years:
-            for year in sorted({p.day.year for p in todo} | stale_years):
+            for year in sorted({p.day.year for p in done} | stale_years):
                 product.build_year(year)
                 report.years_rebuilt.append(year)
     log.info(report.summary())

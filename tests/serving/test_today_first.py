@@ -108,6 +108,44 @@ def test_daily_run_gets_in_between_history_chunks(promoted):
     print(f"daily run waited {waited:.2f} s for the lock; {history_writes_meanwhile} history day(s) in between")
 
 
+
+def test_history_gives_way_inside_a_chunk(promoted):
+    """With one chunk holding the whole history, a daily run still waits at most about one history
+    day: the history stops after the day it is computing, and the next chunk picks up the rest."""
+    settings, product, v2 = promoted
+    settings = settings.model_copy(update={"update": settings.update.model_copy(update={"history_chunk_days": 100})})
+    result: dict = {}
+
+    first = threading.Event()                                  # the history's first write: its chunk is under way
+    original = product.write_day
+
+    def write_day(day, et_mm, **kw):
+        action = original(day, et_mm, **kw)
+        if threading.current_thread().name == "history":
+            first.set()
+        return action
+
+    product.write_day = write_day
+
+    def history():
+        result["history"] = recompute_history(settings, predictor=v2, product=product, end=LAST - pd.Timedelta(days=1))
+
+    worker = threading.Thread(target=history, name="history")
+    worker.start()
+    assert first.wait(120)
+    before = len(product.writes)
+    daily = run_update(settings, predictor=v2, product=product, newest=True, max_days=1)
+    worker.join(300)
+    assert list(daily.written) == [f"{LAST:%Y-%m-%d}"]
+    writes = product.writes
+    today_at = next(k for k, (d, _, name) in enumerate(writes) if d == LAST and name == "MainThread")
+    meanwhile = sum(1 for d, _, name in writes[before:today_at] if name == "history")
+    assert meanwhile <= 2                                      # the day in progress (and one racing the marker)
+    history = result["history"]
+    assert history.chunks >= 2                                 # the chunk was cut short, then resumed
+    assert sorted(history.written) == [f"{d:%Y-%m-%d}" for d in DAYS[:-1]]   # and every history day written once
+    assert {r.model_version for r in product.records()} == {2}
+
 def test_two_runs_queue_instead_of_failing(promoted):
     settings, product, v2 = promoted
     errors, reports = [], []
