@@ -143,11 +143,15 @@ _WAITING_STALE_S = 600.0
 
 
 def newest_first(days: list[pd.Timestamp], chunk_days: int) -> list[pd.Timestamp]:
-    """``days`` in chunks of ``chunk_days``, the newest chunk first, each chunk in date order (so the
-    window embeddings of consecutive days are still reused inside a chunk)."""
+    """The newest day alone first, then the others in chunks of ``chunk_days``, the newest chunk
+    first, each chunk in date order (so the window embeddings of consecutive days are still reused
+    inside a chunk).  The newest day goes alone: in date order it would wait for every older day of
+    its chunk (measured: 13 days, 76 s on 2 busy cores, bench/arrival.py); alone it costs its
+    window's embeddings once more."""
     ordered = sorted(days)
-    chunks = [ordered[max(0, k - chunk_days):k] for k in range(len(ordered), 0, -chunk_days)]
-    return [d for chunk in chunks for d in chunk]
+    newest, rest = ordered[-1:], ordered[:-1]
+    chunks = [rest[max(0, k - chunk_days):k] for k in range(len(rest), 0, -chunk_days)]
+    return newest + [d for chunk in chunks for d in chunk]
 
 
 def _others_waiting(folder) -> bool:

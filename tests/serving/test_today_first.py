@@ -55,20 +55,22 @@ def promoted(small_settings, small_world, model_file):
 def test_newest_first_order():
     days = list(pd.date_range("2021-01-01", periods=12))
     order = newest_first(days, 5)
-    assert order == days[7:12] + days[2:7] + days[0:2]
-    assert newest_first(days[::-1], 100) == days
+    assert order == days[11:] + days[6:11] + days[1:6] + days[0:1]     # the newest day alone, then chunks
+    assert newest_first(days[::-1], 100) == days[11:] + days[:11]
+    assert newest_first(days[:1], 5) == days[:1] and newest_first([], 5) == []
 
 
 def test_promotion_newest_days_first_then_history(promoted):
     settings, product, v2 = promoted
     daily = run_update(settings, predictor=v2, product=product, newest=True, max_days=3)
-    assert list(daily.written) == [f"{d:%Y-%m-%d}" for d in DAYS[-3:]]          # the newest days, now
+    assert list(daily.written) == [f"{d:%Y-%m-%d}" for d in [DAYS[-1], DAYS[-3], DAYS[-2]]]   # the newest days, now,
+    #                                                                           the newest one first
     assert daily.deferred == list(DAYS[:-3]) and "left to the history recompute" in daily.summary()
     seen = []
     history = recompute_history(settings, predictor=v2, product=product,
                                 progress=lambda done, total, a, b: seen.append((done, total, a, b)))
     order = [d for d, _, _ in product.writes]
-    assert order[:3] == list(DAYS[-3:])                                         # today first ...
+    assert order[0] == DAYS[-1] and sorted(order[:3]) == list(DAYS[-3:])        # today first ...
     assert sorted(order[3:]) == list(DAYS[:-3]) and len(order) == len(DAYS)     # ... the history follows, each day once
     chunks = [pd.Timestamp(b) for _, _, _, b in seen]
     assert chunks == sorted(chunks, reverse=True)                               # newest chunk first
