@@ -43,6 +43,11 @@ def call(base: str, method: str, path: str, auth: tuple[str, str], body: dict | 
         return status, {"message": raw.decode(errors="replace")[:300]}
 
 
+def user_body(user: tuple[str, str]) -> dict:
+    """The JSON body of the two user calls below: the name and its secret."""
+    return dict(zip(("username", "password"), user))
+
+
 def ensure_reader(base: str, admin: tuple[str, str], reader: tuple[str, str]) -> str:
     """Create the read-only user or reset its password; returns ``created`` or ``updated``."""
     if reader[0] == admin[0]:
@@ -50,11 +55,10 @@ def ensure_reader(base: str, admin: tuple[str, str], reader: tuple[str, str]) ->
     status, answer = call(base, "GET", "users/get", admin, query={"username": reader[0]})
     if status == 200:
         action = "updated"
-        status, answer = call(base, "PATCH", "users/update-password", admin,
-                              body={"username": reader[0], "password": reader[1]})
+        status, answer = call(base, "PATCH", "users/update-password", admin, body=user_body(reader))
     elif status == 404:
         action = "created"
-        status, answer = call(base, "POST", "users/create", admin, body={"username": reader[0], "password": reader[1]})
+        status, answer = call(base, "POST", "users/create", admin, body=user_body(reader))
     if status != 200:
         raise RuntimeError(f"MLflow at {base} answered {status} for user {reader[0]}: {answer}")
     status, answer = call(base, "PATCH", "users/update-admin", admin, body={"username": reader[0], "is_admin": False})
