@@ -17,7 +17,7 @@ import shutil
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 def prepare(home: Path, region: str, start: str, end: str) -> Path:
@@ -54,13 +54,14 @@ def prepare(home: Path, region: str, start: str, end: str) -> Path:
     return config
 
 
-def run(config: Path, workers: int, chunk_days: int) -> tuple[float, int]:
+def run(config: Path, workers: int, chunk_days: int, start=None, end=None) -> tuple[float, int]:
+    """One backfill of [start, end] (None: every day of the store) on an emptied product."""
     from etfuse.settings import load_settings
     from flows.backfill import run_backfill
     settings = load_settings(config)
     shutil.rmtree(settings.folder("product"), ignore_errors=True)
     t = time.perf_counter()
-    result = run_backfill(config=str(config), home=None, start=None, end=None, workers=workers, chunk_days=chunk_days)
+    result = run_backfill(config=str(config), home=None, start=start, end=end, workers=workers, chunk_days=chunk_days)
     return time.perf_counter() - t, result["days"]
 
 
@@ -73,6 +74,9 @@ def main() -> None:
     parser.add_argument("--end", default="2021-08-31")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--chunk-days", type=int, default=15)
+    parser.add_argument("--range", default=None,
+                        help="START,END: backfill only these days of a longer prepared store (default: all)")
+    parser.add_argument("--workers", default="1,2", help="worker counts to time, e.g. 2")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     for key, value in {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
@@ -80,23 +84,27 @@ def main() -> None:
                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
         os.environ.setdefault(key, value)
     config = prepare(args.home, args.region, args.start, args.end)
-    times: dict[int, list[float]] = {1: [], 2: []}
+    counts = [int(w) for w in args.workers.split(",")]
+    start, end = (date.fromisoformat(x) for x in args.range.split(",")) if args.range else (None, None)
+    times: dict[int, list[float]] = {w: [] for w in counts}
     days = 0
     for _ in range(args.runs):
-        for workers in (1, 2):
-            seconds, days = run(config, workers, args.chunk_days)
+        for workers in counts:
+            seconds, days = run(config, workers, args.chunk_days, start, end)
             times[workers].append(seconds)
             print(f"{workers} worker(s): {days} days in {seconds:.1f} s", flush=True)
-    one, two = statistics.median(times[1]), statistics.median(times[2])
+    medians = {w: statistics.median(times[w]) for w in counts}
+    ranged = f" --range {args.range}" if args.range else ""
     text = [f"\n## backfill: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n",
-            f"`bench/backfill.py --region {args.region} --start {args.start} --end {args.end} --runs {args.runs} --chunk-days {args.chunk_days}`: "
+            f"`bench/backfill.py --region {args.region} --start {args.start} --end {args.end}{ranged} --runs {args.runs} "
+            f"--chunk-days {args.chunk_days} --workers {args.workers}`: "
             f"{days} product days recomputed by the backfill flow on a local Dask cluster (chunks of at most {args.chunk_days} days balanced over the workers, one "
             "onnxruntime thread per worker, quicklooks off), product emptied before each run; wall time of the "
             "whole flow including cluster start-up and the yearly file.\n",
-            "| workers | runs | median [s] | days/min |", "|---|---|---|---|",
-            f"| 1 | {args.runs} | {one:.1f} | {days / one * 60:.1f} |",
-            f"| 2 | {args.runs} | {two:.1f} | {days / two * 60:.1f} |",
-            f"\nSpeed-up 2 vs 1 worker: {one / two:.2f}x. Machine: {machine_facts('dask', 'onnxruntime')}.\n"]
+            "| workers | runs | median [s] | days/min |", "|---|---|---|---|"]
+    text += [f"| {w} | {args.runs} | {medians[w]:.1f} | {days / medians[w] * 60:.1f} |" for w in counts]
+    ratio = f"Speed-up 2 vs 1 worker: {medians[1] / medians[2]:.2f}x. " if {1, 2} <= set(counts) else ""
+    text.append(f"\n{ratio}Machine: {machine_facts('dask', 'onnxruntime')}.\n")
     publish(text, append=not args.no_append)
 
 

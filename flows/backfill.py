@@ -29,7 +29,8 @@ def backfill_chunk(config: str | None, home: str | None, start: date, end: date,
     parts = ServingParts(settings, reconcile=False)
     report = run_update(settings, predictor=parts.predictor, product=parts.product,
                         start=pd.Timestamp(start), end=pd.Timestamp(end), build_years=False, lock=False)
-    return {"start": f"{start}", "end": f"{end}", "written": report.written, "seconds": sum(report.seconds_per_day)}
+    return {"start": f"{start}", "end": f"{end}", "written": report.written, "seconds": sum(report.seconds_per_day),
+            "providers": report.providers}
 
 
 def chunks(days: list[pd.Timestamp], size: int, workers: int = 1) -> list[tuple[date, date]]:
@@ -86,8 +87,12 @@ def backfill_flow(config: str | None = None, home: str | None = None, start: dat
         for year in years:
             product.build_year(year)
     written = {k: v for r in results for k, v in r["written"].items()}
+    providers = {k: v for r in results for k, v in r.get("providers", {}).items()}
+    if providers:        # which execution provider computed the days (also in each day's file and ledger row)
+        logger.info("backfill: days computed on %s", ", ".join(f"{p} ({list(providers.values()).count(p)} days)"
+                                                             for p in sorted(set(providers.values()))))
     return {"model_version": model.version, "days": len(written), "chunks": len(pieces), "years_rebuilt": years,
-            "written": written}
+            "written": written, "providers": providers}
 
 
 def _cluster_workers(address: str | None, workers: int) -> int:

@@ -45,6 +45,7 @@ def compute_days(settings: Settings, start, end, max_days: int | None = None) ->
     report = run_update(settings, predictor=parts.predictor, product=parts.product, start=start, end=end,
                         progress=_progress_printer(""), newest=True, max_days=max_days)
     return {"summary": report.summary(), "model_version": report.model_version, "written": report.written,
+            "providers": report.providers,
             "years_rebuilt": report.years_rebuilt, "deferred": len(report.deferred),
             "median_seconds_per_day": (sorted(report.seconds_per_day)[len(report.seconds_per_day) // 2]
                                        if report.seconds_per_day else None)}

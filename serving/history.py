@@ -7,7 +7,10 @@ After a promotion or a rollback every product day is stale (1990-2023: ~12,400 d
 * **chunked**: ``update.history_chunk_days`` days per chunk, the newest chunk first, each chunk in
   date order (window embeddings reused inside it); the product lock is taken per chunk;
 * **gives way**: before each chunk it waits while a daily run is waiting for the lock
-  (``product_lock(priority=False)``), so the newest day waits at most one chunk;
+  (``product_lock(priority=False)``), and inside a chunk it stops before the next day or the next
+  window day's embedding when a daily run starts waiting (``run_update(priority=False)``), so the
+  newest day waits for at most one embedding or one day's readout and write, not a chunk (measured
+  in bench/arrival.py: a 30-day chunk made it wait minutes);
 * **resumable**: nothing is remembered but the product itself: each chunk is planned again from
   the product's fingerprints, so a killed or cancelled run resumes where it stopped, and days a
   daily run computed meanwhile are skipped;
@@ -86,9 +89,13 @@ def recompute_history(settings: Settings, *, predictor, product, store: Harmonis
         log.info("history: %d/%d days (%s..%s written)", done, total, f"{chunk[0]:%Y-%m-%d}", f"{chunk[-1]:%Y-%m-%d}")
         if progress:
             progress(done, total, chunk[0], chunk[-1])
-        if not part.written or chunk[-1] in report_days:   # nothing done, or the same days again: stop, never spin
+        # days written before are stale again, or nothing done without giving way: stop, never spin.  A
+        # chunk cut short because a daily run was waiting is planned again once the lock is free
+        # (product_lock(priority=False) waits while the daily run is waiting: no spinning either)
+        written = {pd.Timestamp(d) for d in part.written}
+        if written & report_days or (not written and part.gave_way_after is None):
             break
-        report_days.update(chunk)
+        report_days.update(written)
     if years:
         with product_lock(settings, priority=False):
             for year in sorted(years):

@@ -76,15 +76,25 @@ class LoadedModel:
     receptive_field: int
     hidden: int
 
+    @property
+    def execution_provider(self) -> str:
+        """The onnxruntime execution provider that runs the model (``CUDAExecutionProvider`` or
+        ``CPUExecutionProvider``): the first of the session's active providers, which onnxruntime
+        tries first for every node.  Recorded with each product day it computes."""
+        return self.providers[0]
+
 
 def _session(path: Path, *, device: str, allow_cpu_fallback: bool, threads: int):
     import onnxruntime as ort
     available = ort.get_available_providers()
     wanted = [CUDA, CPU] if device in ("cuda", "auto") and CUDA in available else [CPU]
-    if device == "cuda" and CUDA not in available and not allow_cpu_fallback:
-        raise PredictorError(f"serving.device is 'cuda' but this onnxruntime has no CUDA provider "
-                             f"(available: {available}); install onnxruntime-gpu on a CUDA host, or set "
-                             "serving.allow_cpu_fallback: true to run on the CPU")
+    if device == "cuda" and CUDA not in available:
+        if not allow_cpu_fallback:
+            raise PredictorError(f"serving.device is 'cuda' but this onnxruntime has no CUDA provider "
+                                 f"(available: {available}); install onnxruntime-gpu on a CUDA host, or set "
+                                 "serving.allow_cpu_fallback: true to run on the CPU")
+        log.warning("serving.device is 'cuda' but this onnxruntime has no CUDA provider (available: %s); "
+                    "running on the CPU as serving.allow_cpu_fallback allows", available)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

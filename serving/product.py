@@ -175,12 +175,16 @@ class ProductStore(ProductReads, ProductLedger):
         return arr
 
     def write_day(self, day, et_mm: np.ndarray, *, model_version: int, status: str, sources_used: Iterable[str],
-                  fingerprint: str, allow_downgrade: bool = False, quicklook: bool | None = None) -> Action:
+                  fingerprint: str, allow_downgrade: bool = False, quicklook: bool | None = None,
+                  execution_provider: str | None = None) -> Action:
         """Store one product day: ``written`` (new), ``unchanged`` (same key) or ``replaced``.
 
         ``et_mm`` is the day's total [mm = kg m-2] on the grid (rows north to south), NaN where
         there is no value.  ``quicklook`` (default ``settings.serving.quicklooks``) also draws the
         day's PNG after a write (a failure to draw is logged, not raised: the product is stored).
+        ``execution_provider`` (the onnxruntime provider that computed the day, e.g.
+        ``CUDAExecutionProvider``) goes into the file's global attribute ``etfuse_execution_provider``,
+        its ``history`` and the ledger's history row (``detail``).
         """
         day = _day(day)
         arr = self._check_write_args(et_mm, model_version, status, sources_used, fingerprint)
@@ -205,17 +209,22 @@ class ProductStore(ProductReads, ProductLedger):
                     f"product {key} is final (model v{stored.model_version}); refusing to replace it with a "
                     f"provisional day (model v{prov.model_version}); pass allow_downgrade=True if that is meant")
             action: Action = "replaced" if stored is not None else "written"
+            on = f", on {execution_provider}" if execution_provider else ""
             sha = self._write_file(path, [prov], lambda t0, t1: arr[None], DAILY_CHUNKS,
                                    ident=f"etfuse_et_{key}", period=key, start=day,
                                    end=day + pd.Timedelta(days=1),
                                    history=(f"{iso_utc(utcnow())} etfuse write_day: model v{prov.model_version}, "
-                                            f"{status}, sources {_sources_text(prov.sources_used) or 'none'}"))
+                                            f"{status}, sources {_sources_text(prov.sources_used) or 'none'}{on}"),
+                                   extra_attrs={"etfuse_execution_provider": execution_provider}
+                                   if execution_provider else None)
             now = iso_utc(utcnow())
             with self._db() as db:
                 self._upsert(db, prov, path, sha, now, replaced=action == "replaced")
                 detail = None
                 if stored is not None and (stored.fingerprint, stored.model_version) == (fingerprint, prov.model_version):
                     detail = {"reason": "status or sources changed for the same fingerprint and model"}
+                if execution_provider:
+                    detail = {**(detail or {}), "execution_provider": execution_provider}
                 self._history(db, key, action, prov, sha, previous=stored, detail=detail, at=now)
             publish_day(self, day)         # STAC item and Zarr region, under the year lock (serving/distribution.py)
         draw = self.settings.serving.quicklooks if quicklook is None else quicklook
@@ -227,7 +236,8 @@ class ProductStore(ProductReads, ProductLedger):
         return action
 
     def _write_file(self, path: Path, provenance: Sequence[DayProvenance], blocks, chunks, *, ident: str,
-                    period: str, start: pd.Timestamp, end: pd.Timestamp, history: str) -> str:
+                    period: str, start: pd.Timestamp, end: pd.Timestamp, history: str,
+                    extra_attrs: dict[str, str] | None = None) -> str:
         """Write-then-rename one product file; returns its SHA-256."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_name(path)
@@ -236,6 +246,7 @@ class ProductStore(ProductReads, ProductLedger):
                                   start=start, end_exclusive=end,
                                   model_versions=[p.model_version for p in provenance], history=history,
                                   created=now, modified=now, metadata=self.metadata)
+        attrs.update(extra_attrs or {})
         serving = self.settings.serving
         n_lat, n_lon = self.grid.shape
         chunks = (min(chunks[0], len(provenance)), min(chunks[1], n_lat), min(chunks[2], n_lon))

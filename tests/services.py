@@ -65,17 +65,19 @@ def as_postgres(args: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def mlflow_server(folder: Path, backend_store_uri: str | None = None, *, extra_args: tuple[str, ...] = (),
+                  extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """``mlflow server --workers 1`` on a free loopback port with proxied artifacts under ``folder``
-    (SQLite there unless ``backend_store_uri``); yields (url, process)."""
+    (SQLite there unless ``backend_store_uri``); yields (url, process).  ``extra_args`` and
+    ``extra_env`` e.g. for ``--app-name basic-auth`` and its ``MLFLOW_AUTH_*`` variables."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
     cmd = [str(exe) if exe.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}",
            "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
-           "--default-artifact-root", "mlflow-artifacts:/"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+           "--default-artifact-root", "mlflow-artifacts:/", *extra_args]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **(extra_env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = folder / "server.log"
     with open(log_path, "wb") as log:

@@ -11,7 +11,7 @@ export ORT_DISABLE_TELEMETRY=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true \
 refuse_placeholders() {
     env | while IFS='=' read -r name value; do
         case "$name" in
-            *PASSWORD*|*SECRET*|*AUTH_STRING*|*ACCESS_KEY*) ;;
+            *PASSWORD*|*SECRET*|*AUTH_STRING*|*ACCESS_KEY*|*TOKEN*) ;;
             *) continue ;;
         esac
         case "$value" in

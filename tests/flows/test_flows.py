@@ -130,6 +130,7 @@ def test_flows_end_to_end(scenario, small_world):
     shutil.rmtree(settings.folder("product"))
     result = run_backfill(config=config, home=None, start=None, end=None, workers=2, chunk_days=12)
     assert result["chunks"] >= 3 and result["days"] == len(sequential)
+    assert set(result["providers"]) == set(result["written"]) and set(result["providers"].values()) == {"CPUExecutionProvider"}
     fresh = ProductStore(settings)
     for day, field in sequential.items():
         np.testing.assert_array_equal(fresh.read_field(day), field)

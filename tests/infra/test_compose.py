@@ -39,8 +39,9 @@ DOCKERFILES = {"cpu": INFRA / "docker" / "Dockerfile.cpu", "gpu": INFRA / "docke
 ALL_DOCKERFILES = {**DOCKERFILES, "postgres": INFRA / "docker" / "Dockerfile.postgres",
                    "seaweedfs": INFRA / "docker" / "Dockerfile.seaweedfs"}
 SECRETS = ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY",
-           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "PREFECT_AUTH_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
-ONE_SHOT = {"s3-init", "prefect-register"}
+           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "PREFECT_AUTH_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+           "MLFLOW_READER_PASSWORD", "ETFUSE_SERVING__ADMIN_TOKEN")
+ONE_SHOT = {"s3-init", "prefect-register", "mlflow-reader"}
 
 
 def tool(name: str) -> str | None:
@@ -154,8 +155,8 @@ def test_docker_compose_config_resolves_the_stack(docker_compose, env_file, tmp_
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server",
-                                         "prefect-register", "prefect-worker", "serving", "serving-cpu",
-                                         "prometheus", "grafana"}
+                                         "prefect-register", "mlflow-reader", "prefect-worker", "prefect-worker-gpu",
+                                         "watcher", "serving", "serving-cpu", "prometheus", "grafana"}
     assert set(resolved["volumes"]) == {"postgres-data", "seaweedfs-data", "etfuse-home"}
     mlflow = resolved["services"]["mlflow"]
     assert mlflow["environment"]["AWS_SECRET_ACCESS_KEY"] == "Q7xLm2Rt9vWz4KdP3s"
@@ -181,9 +182,10 @@ def test_profiles_pick_exactly_one_serving_api(services):
     .env); docker-compose 1.29's `config` lists every service, so the rule is checked on the file."""
     def started(profile: str) -> set[str]:
         return {n for n, s in services.items() if not s.get("profiles") or profile in s["profiles"]}
-    core = {"postgres", "seaweedfs", "s3-init", "mlflow", "prefect-server", "prefect-register", "prefect-worker"}
-    assert started("gpu") == core | {"serving"}
-    assert started("cpu") == core | {"serving-cpu"}
+    core = {"postgres", "seaweedfs", "s3-init", "mlflow", "mlflow-reader", "prefect-server", "prefect-register",
+            "watcher"}
+    assert started("gpu") == core | {"serving", "prefect-worker-gpu"}
+    assert started("cpu") == core | {"serving-cpu", "prefect-worker"}
     assert services["serving"]["ports"] == services["serving-cpu"]["ports"]
     assert "COMPOSE_PROFILES=gpu" in (REPO / ".env.example").read_text().splitlines()
 
@@ -202,7 +204,9 @@ def test_health_checks_and_start_order(services):
             assert spec == {"condition": expected}, f"{name} -> {dependency}: {spec}"
     order = {"s3-init": {"seaweedfs"}, "mlflow": {"postgres", "s3-init"}, "prefect-server": {"postgres"},
              "prefect-register": {"prefect-server"}, "prefect-worker": {"prefect-register", "mlflow"},
-             "serving": {"mlflow"}, "serving-cpu": {"mlflow"}}
+             "prefect-worker-gpu": {"prefect-register", "mlflow"}, "mlflow-reader": {"mlflow"},
+             "watcher": {"prefect-register"}, "serving": {"mlflow", "mlflow-reader"},
+             "serving-cpu": {"mlflow", "mlflow-reader"}}
     for name, needs in order.items():
         assert set(services[name]["depends_on"]) == needs, name
 
@@ -215,8 +219,11 @@ def test_health_check_commands_are_valid(services):
             assert image_of(service) in ("cpu", "gpu"), name
 
 
-def test_gpu_reservation_and_cpu_profile(services):
-    gpu, cpu = services["serving"], services["serving-cpu"]
+@pytest.mark.parametrize("gpu_name, cpu_name", [("serving", "serving-cpu"), ("prefect-worker-gpu", "prefect-worker")])
+def test_gpu_reservation_and_cpu_profile(services, gpu_name, cpu_name):
+    """The API and the worker that computes the product days (update, backfill, history) run on the
+    GPU image with the GPU reservation in profile gpu, on the CPU image in profile cpu."""
+    gpu, cpu = services[gpu_name], services[cpu_name]
     assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
@@ -224,13 +231,49 @@ def test_gpu_reservation_and_cpu_profile(services):
     assert gpu["environment"]["ETFUSE_SERVING__DEVICE"] == "cuda"
     assert cpu["environment"]["ETFUSE_SERVING__DEVICE"] == "cpu"
     assert "deploy" not in cpu
-    assert "profiles" not in services["prefect-worker"] and "profiles" not in services["mlflow"]
+    assert gpu["command"] == cpu["command"] and gpu["volumes"] == cpu["volumes"]
+    assert {k: v for k, v in gpu["environment"].items() if not k.startswith("ETFUSE_SERVING__")} == \
+           {k: v for k, v in cpu["environment"].items() if not k.startswith("ETFUSE_SERVING__")}
+    assert "profiles" not in services["mlflow"] and "profiles" not in services["watcher"]
+
+
+def test_the_gpu_worker_falls_back_to_the_cpu_and_the_api_does_not(services):
+    """A product day computed on the CPU (CUDA broken) beats no day, and it says so (execution provider
+    recorded per day); the API refuses instead of serving slowly without saying why."""
+    assert services["prefect-worker-gpu"]["environment"]["ETFUSE_SERVING__ALLOW_CPU_FALLBACK"] == "true"
+    assert "ETFUSE_SERVING__ALLOW_CPU_FALLBACK" not in services["serving"]["environment"]
+    from etfuse.settings import Settings
+    assert Settings().serving.allow_cpu_fallback is False
+
+
+def test_the_api_has_no_admin_secrets(docker_compose, env_file, tmp_path):
+    """The API logs in to MLflow as the read-only user (infra/mlflow/create_reader.py, tested in
+    test_mlflow_reader.py) and gets no admin, Prefect, S3 or database credential."""
+    text = env_file.read_text().replace("MLFLOW_READER_PASSWORD=Q7xLm2Rt9vWz4KdP3s", "MLFLOW_READER_PASSWORD=R3ad0nlyR3ad0nly")
+    text = text.replace("ETFUSE_SERVING__ADMIN_TOKEN=Q7xLm2Rt9vWz4KdP3s", "ETFUSE_SERVING__ADMIN_TOKEN=Ap1T0kenAp1T0ken")   # the API's own
+    distinct = tmp_path / "distinct.env"
+    distinct.write_text(text)
+    result = subprocess.run([docker_compose, "--env-file", str(distinct), "-f", str(COMPOSE), "config"],
+                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    admin_secrets = {"Q7xLm2Rt9vWz4KdP3s"}                  # every other secret of the filled-in .env
+    for name in ("serving", "serving-cpu"):
+        env = {k: str(v) for k, v in resolved[name]["environment"].items()}
+        assert env["MLFLOW_TRACKING_USERNAME"] == "reader" and env["MLFLOW_TRACKING_PASSWORD"] == "R3ad0nlyR3ad0nly"
+        assert not admin_secrets & set(env.values()), name
+        assert not any(k.startswith(("PREFECT_API", "AWS_", "PG", "POSTGRES", "S3_")) for k in env), name
+    reader = resolved["mlflow-reader"]
+    assert reader["depends_on"] == {"mlflow": {"condition": "service_healthy"}}
+    assert any("create_reader.py" in str(v) for v in reader["volumes"])
+    # the worker keeps the admin: it registers models and moves the alias
+    assert resolved["prefect-worker"]["environment"]["MLFLOW_TRACKING_PASSWORD"] == "Q7xLm2Rt9vWz4KdP3s"
 
 
 def test_volumes_ports_and_hardening(compose, services):
     assert set(compose["volumes"]) == {"postgres-data", "seaweedfs-data", "etfuse-home"}
     home_users = {n for n, s in services.items() if "etfuse-home:/data/etfuse" in (s.get("volumes") or [])}
-    assert home_users == {"prefect-worker", "serving", "serving-cpu"}
+    assert home_users == {"prefect-worker", "prefect-worker-gpu", "watcher", "serving", "serving-cpu"}
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("${ETFUSE_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} on every address"
@@ -253,6 +296,61 @@ def test_services_reach_each_other_by_the_names_compose_gives_them(services):
     ini = (INFRA / "mlflow" / "basic_auth.ini").read_text()
     assert "database_uri = postgresql://mlflow@postgres:5432/mlflow_auth" in ini
 
+
+
+def test_watcher_starts_the_daily_deployment_without_registry_credentials(services):
+    watcher = services["watcher"]
+    assert watcher["command"] == ["etfuse", "watch"] and image_of(watcher) == "cpu"
+    env = watcher["environment"]
+    assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api" and "PREFECT_API_AUTH_STRING" in env
+    assert env["ETFUSE_CONFIG"] == "/etc/etfuse/etfuse.yaml"
+    assert env["ETFUSE_WATCH__FORCE_POLLING"] == "${ETFUSE_WATCH__FORCE_POLLING:-false}"
+    assert not any(k.startswith(("MLFLOW_TRACKING_", "AWS_")) for k in env), env    # it only talks to Prefect
+    from etfuse.settings import Settings
+    assert Settings().watch.deployment == "daily/daily"        # a deployment prefect-register registers
+
+
+def test_alert_variables_reach_the_worker_from_env(docker_compose, env_file, tmp_path, monkeypatch):
+    """What .env sets for the alert channels arrives in the worker (the one that sends alerts) and
+    nowhere else; empty values leave the channels off, which the settings accept."""
+    text = env_file.read_text()
+    text = text.replace("ETFUSE_ALERTS__APPRISE_URLS=\n", "ETFUSE_ALERTS__APPRISE_URLS=json://127.0.0.1:9/a\n")
+    text = text.replace("ETFUSE_FRESHNESS__HEARTBEAT_URL=\n", "ETFUSE_FRESHNESS__HEARTBEAT_URL=http://127.0.0.1:9/hb\n")
+    text = text.replace("ETFUSE_SERVING__ADMIN_TOKEN=Q7xLm2Rt9vWz4KdP3s\n", "ETFUSE_SERVING__ADMIN_TOKEN=T0kenT0kenT0ken\n")
+    filled = tmp_path / "filled.env"
+    filled.write_text(text)
+    result = subprocess.run([docker_compose, "--env-file", str(filled), "-f", str(COMPOSE), "config"],
+                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    worker = resolved["prefect-worker"]["environment"]
+    assert worker["ETFUSE_ALERTS__APPRISE_URLS"] == "json://127.0.0.1:9/a"
+    assert worker["ETFUSE_FRESHNESS__HEARTBEAT_URL"] == "http://127.0.0.1:9/hb"
+    assert worker["ETFUSE_ALERTS__REPORTS_BASE_URL"] == "http://localhost:8080/reports"
+    assert worker["ETFUSE_ALERTS__MIN_SEVERITY_APPRISE"] == "warning"
+    for name in ("serving", "serving-cpu"):
+        env = resolved[name]["environment"]
+        assert env["ETFUSE_SERVING__ADMIN_TOKEN"] == "T0kenT0kenT0ken", name
+        assert not any(k.startswith(("ETFUSE_ALERTS__", "ETFUSE_FRESHNESS__")) for k in env), name
+    assert "ETFUSE_SERVING__ADMIN_TOKEN" not in worker
+    # the settings take these values as the containers would get them (empty = off)
+    from etfuse.settings import Settings
+    keys = [k for k in worker if k.startswith(("ETFUSE_ALERTS__", "ETFUSE_FRESHNESS__"))]
+    for key in keys:
+        monkeypatch.setenv(key, str(worker[key]))
+    assert worker["ETFUSE_ALERTS__WEBHOOK_URL"] == ""
+    settings = Settings()
+    assert settings.alerts.apprise_urls == ("json://127.0.0.1:9/a",) and settings.alerts.webhook_url is None
+    assert settings.alerts.reports_base_url == "http://localhost:8080/reports"
+    assert settings.freshness.heartbeat_url == "http://127.0.0.1:9/hb"
+
+
+def test_the_api_serves_the_reports_folder_of_the_volume(services):
+    """GET /reports reads $ETFUSE_HOME/reports: the API mounts the whole etfuse-home volume where the
+    settings put home, so the links in alerts open (serving/reports.py)."""
+    home = yaml.safe_load((INFRA / "etfuse" / "etfuse.yaml").read_text())["home"]
+    for name in ("serving", "serving-cpu"):
+        assert f"etfuse-home:{home}" in services[name]["volumes"], name
 
 # ----------------------------------------------------------------------------- commands vs images
 def _norm(name: str) -> str:
@@ -329,6 +427,14 @@ def test_every_service_command_exists_in_its_image(services):
             continue
         command = [str(c) for c in service["command"]]
         program = command[0]
+        if program == "python":                               # a script mounted from the checkout
+            script = command[1]
+            mounts = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"] if m.startswith("./")}
+            source = REPO / mounts[script]
+            assert source.is_file(), source
+            compile(source.read_text(), str(source), "exec")
+            checked += 1
+            continue
         if program == "sh":                                   # a script copied into the image
             script = command[1]
             assert script.startswith("/app/infra/"), script
@@ -346,7 +452,7 @@ def test_every_service_command_exists_in_its_image(services):
         for option in _options(command):
             assert option in help_text, f"{name}: `{' '.join(_subcommand(command))}` has no option {option}"
         checked += 1
-    assert checked == 6
+    assert checked == 9
 
     # what the options name must exist too
     assert "basic-auth" in {ep.name for ep in importlib.metadata.entry_points(group="mlflow.app")}
@@ -549,3 +655,11 @@ def test_dockerignore_keeps_what_the_images_copy_and_nothing_else():
     for kept_out in (".venv/bin/python", ".git/config", "var/product/x.nc", ".env", "tests/conftest.py",
                      "etfuse/__pycache__/x.pyc", "docs/deployment.md", "infra/mlflow/basic_auth.ini"):
         assert _ignored(kept_out, patterns), kept_out
+
+
+def test_the_stack_ingests_what_the_watcher_started_its_run_for():
+    """The watcher starts `daily` once nothing changed for watch.quiet_s; that run must not leave the
+    files in landing/ as too young (ingest.min_age_seconds), or they would wait for the cron."""
+    from etfuse.settings import load_settings
+    settings = load_settings(INFRA / "etfuse" / "etfuse.yaml")
+    assert 0 < settings.ingest.min_age_seconds <= settings.watch.quiet_s

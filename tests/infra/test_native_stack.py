@@ -229,7 +229,8 @@ def test_compose_topology_runs_daily_and_retrain_natively(tmp_path):
         "POSTGRES_PASSWORD": token(), "MLFLOW_DB_PASSWORD": token(), "PREFECT_DB_PASSWORD": token(),
         "S3_ACCESS_KEY": token(), "S3_SECRET_KEY": token(), "S3_BUCKET": "etfuse-mlflow-test",
         "MLFLOW_ADMIN_USER": "admin", "MLFLOW_ADMIN_PASSWORD": token(), "MLFLOW_FLASK_SECRET_KEY": token(),
-        "PREFECT_AUTH_USER": "admin", "PREFECT_AUTH_PASSWORD": token(),
+        "PREFECT_AUTH_USER": "admin", "PREFECT_AUTH_PASSWORD": token(), "MLFLOW_READER_PASSWORD": token(),
+        "ETFUSE_SERVING__ADMIN_TOKEN": token(),
         "MLFLOW_PORT": str(free_port()), "PREFECT_PORT": str(free_port()), "SERVING_PORT": str(free_port()),
     }
     ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer",
@@ -278,6 +279,7 @@ def test_compose_topology_runs_daily_and_retrain_natively(tmp_path):
             "/etc/etfuse/etfuse.yaml": str(config),
             "/etc/etfuse/mlflow/basic_auth.ini": str(root / "basic_auth.ini"),
             "/app/infra/prefect/register.sh": str(INFRA / "prefect" / "register.sh"),
+            "/etc/etfuse/mlflow/create_reader.py": str(INFRA / "mlflow" / "create_reader.py"),
         })
 
         # ---- SeaweedFS (infra/seaweedfs/start.sh) and its bucket (infra/seaweedfs/create-bucket.sh)
@@ -441,8 +443,15 @@ def test_compose_topology_runs_daily_and_retrain_natively(tmp_path):
         assert {r.model_version for r in records} == {1}
         assert list((home / "product").rglob("*.nc"))
 
-        # ---- serving-cpu, as compose runs it, serves those days with the model from the registry
+        # ---- mlflow-reader (the API's read-only MLflow user), then serving-cpu, as compose runs them,
+        # serves those days with the model from the registry, logged in as that user
+        reader_cmd, reader_env = topology.service("mlflow-reader")
+        result = subprocess.run(reader_cmd, env=base_environment(reader_env), cwd=root, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0 and "read-only user reader created" in result.stdout, result.stderr
         serving_cmd, serving_env = topology.service("serving-cpu")
+        assert serving_env["MLFLOW_TRACKING_USERNAME"] == "reader"
+        assert variables["MLFLOW_ADMIN_PASSWORD"] not in serving_env.values()
         serving_cmd = set_option(set_option(serving_cmd, "--host", "127.0.0.1"), "--port", str(serving_port))
         serving_env["PREFECT_HOME"] = str(root / "prefect-serving")
         serving, serving_log = processes.start("serving", serving_cmd, base_environment(serving_env), cwd=root)

@@ -108,6 +108,11 @@ def images(docker_engine) -> dict[str, float]:
     return sizes
 
 
+#: the watcher (etfuse watch) would start `daily` runs of its own when the world lands in landing/;
+#: this test starts every run itself and counts them, so it runs the stack without it
+#: (tests/flows/test_watch.py tests the watcher; tests/infra/test_compose.py its service)
+NO_WATCHER = ("--scale", "watcher=0")
+
 class Stack:
     """docker-compose on the repository's compose file, with a test .env and a settings override."""
 
@@ -253,7 +258,7 @@ def test_compose_stack_end_to_end(images, tmp_path):
         # ---- up, until healthy
         # docker-compose 1.29's `up` itself waits for the health conditions of depends_on: time both
         up_started = time.monotonic()
-        stack.compose("up", "--detach", "--no-build", timeout=900)
+        stack.compose("up", "--detach", "--no-build", *NO_WATCHER, timeout=900)
         stack.wait_healthy()
         up_to_healthy = time.monotonic() - up_started
         phase("up -> healthy")
@@ -360,7 +365,7 @@ def test_compose_stack_end_to_end(images, tmp_path):
         stack.compose("down", timeout=300)
         assert stack.compose("ps", "--quiet").stdout.strip() == ""
         up_started = time.monotonic()
-        stack.compose("up", "--detach", "--no-build", timeout=900)
+        stack.compose("up", "--detach", "--no-build", *NO_WATCHER, timeout=900)
         stack.wait_healthy()
         up_again = time.monotonic() - up_started
         assert champion()["version"] == "1"

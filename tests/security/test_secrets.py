@@ -198,7 +198,7 @@ def test_env_example_holds_only_placeholders_the_services_refuse():
     # the placeholder is refused by the images' entry point and by the infra scripts that take a secret
     entrypoint = (REPO / "infra/docker/entrypoint.sh").read_text()
     assert "*change-me*" in entrypoint and "exit 78" in entrypoint
-    refused_names = ("PASSWORD", "SECRET", "AUTH_STRING", "ACCESS_KEY")
+    refused_names = ("PASSWORD", "SECRET", "AUTH_STRING", "ACCESS_KEY", "TOKEN")
     for key in secret:
         assert any(n in key for n in refused_names), f"the entry point would not check {key}"
     for script in ("infra/postgres/init/10-etfuse-databases.sh", "infra/seaweedfs/start.sh"):

@@ -55,20 +55,22 @@ def promoted(small_settings, small_world, model_file):
 def test_newest_first_order():
     days = list(pd.date_range("2021-01-01", periods=12))
     order = newest_first(days, 5)
-    assert order == days[7:12] + days[2:7] + days[0:2]
-    assert newest_first(days[::-1], 100) == days
+    assert order == days[11:] + days[6:11] + days[1:6] + days[0:1]     # the newest day alone, then chunks
+    assert newest_first(days[::-1], 100) == days[11:] + days[:11]
+    assert newest_first(days[:1], 5) == days[:1] and newest_first([], 5) == []
 
 
 def test_promotion_newest_days_first_then_history(promoted):
     settings, product, v2 = promoted
     daily = run_update(settings, predictor=v2, product=product, newest=True, max_days=3)
-    assert list(daily.written) == [f"{d:%Y-%m-%d}" for d in DAYS[-3:]]          # the newest days, now
+    assert list(daily.written) == [f"{d:%Y-%m-%d}" for d in [DAYS[-1], DAYS[-3], DAYS[-2]]]   # the newest days, now,
+    #                                                                           the newest one first
     assert daily.deferred == list(DAYS[:-3]) and "left to the history recompute" in daily.summary()
     seen = []
     history = recompute_history(settings, predictor=v2, product=product,
                                 progress=lambda done, total, a, b: seen.append((done, total, a, b)))
     order = [d for d, _, _ in product.writes]
-    assert order[:3] == list(DAYS[-3:])                                         # today first ...
+    assert order[0] == DAYS[-1] and sorted(order[:3]) == list(DAYS[-3:])        # today first ...
     assert sorted(order[3:]) == list(DAYS[:-3]) and len(order) == len(DAYS)     # ... the history follows, each day once
     chunks = [pd.Timestamp(b) for _, _, _, b in seen]
     assert chunks == sorted(chunks, reverse=True)                               # newest chunk first
@@ -107,6 +109,44 @@ def test_daily_run_gets_in_between_history_chunks(promoted):
     assert {r.model_version for r in product.records()} == {2}
     print(f"daily run waited {waited:.2f} s for the lock; {history_writes_meanwhile} history day(s) in between")
 
+
+
+def test_history_gives_way_inside_a_chunk(promoted):
+    """With one chunk holding the whole history, a daily run still waits at most about one history
+    day: the history stops after the day it is computing, and the next chunk picks up the rest."""
+    settings, product, v2 = promoted
+    settings = settings.model_copy(update={"update": settings.update.model_copy(update={"history_chunk_days": 100})})
+    result: dict = {}
+
+    first = threading.Event()                                  # the history's first write: its chunk is under way
+    original = product.write_day
+
+    def write_day(day, et_mm, **kw):
+        action = original(day, et_mm, **kw)
+        if threading.current_thread().name == "history":
+            first.set()
+        return action
+
+    product.write_day = write_day
+
+    def history():
+        result["history"] = recompute_history(settings, predictor=v2, product=product, end=LAST - pd.Timedelta(days=1))
+
+    worker = threading.Thread(target=history, name="history")
+    worker.start()
+    assert first.wait(120)
+    before = len(product.writes)
+    daily = run_update(settings, predictor=v2, product=product, newest=True, max_days=1)
+    worker.join(300)
+    assert list(daily.written) == [f"{LAST:%Y-%m-%d}"]
+    writes = product.writes
+    today_at = next(k for k, (d, _, name) in enumerate(writes) if d == LAST and name == "MainThread")
+    meanwhile = sum(1 for d, _, name in writes[before:today_at] if name == "history")
+    assert meanwhile <= 2                                      # the day in progress (and one racing the marker)
+    history = result["history"]
+    assert history.chunks >= 2                                 # the chunk was cut short, then resumed
+    assert sorted(history.written) == [f"{d:%Y-%m-%d}" for d in DAYS[:-1]]   # and every history day written once
+    assert {r.model_version for r in product.records()} == {2}
 
 def test_two_runs_queue_instead_of_failing(promoted):
     settings, product, v2 = promoted
