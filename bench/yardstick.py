@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/etfuse-yardstick"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "yardstick")
     p.add_argument("--truth-days", type=int, default=14, help="days of the final test period scored on the grid")
-    p.add_argument("--no-truth", action="store_true", help="skip the gridded-truth scores")
+    p.add_argument("--no-truth", action="store_true", help="skip the gridded-truth scores (with --summary-only: "
+                                                              "leave them out of summary.md)")
     p.add_argument("--summary-only", action="store_true",
                    help="only (re)build summary.md from the seeds' report.json files under --out (seeds run apart)")
     args = p.parse_args(argv)
@@ -175,7 +176,7 @@ def summary(rows, args) -> str:
             verdict = "earns its place" if rec["lo"] > 0 else ("hurts" if rec["hi"] < 0 else "not shown (tie)")
             lines.append(f"| {rec['seed']} | {rec['model']} | {rec['diff']:+.3f} | [{rec['lo']:+.3f}, {rec['hi']:+.3f}] "
                          f"| {verdict} |")
-    truth_rows = [r[5] for r in rows if len(r) > 5 and r[5] is not None and len(r[5])]
+    truth_rows = [] if args.no_truth else [r[5] for r in rows if len(r) > 5 and r[5] is not None and len(r[5])]
     if truth_rows:
         t = pd.concat(truth_rows)
         lines += ["", "## Against the gridded truth (whole grid, days spread over the final test period)", "",
