@@ -645,7 +645,10 @@ def test_dockerignore_keeps_what_the_images_copy_and_nothing_else():
             copied.update(s.rstrip("/") for s in source.split())
     assert {"pyproject.toml", "README.md", "requirements/constraints.txt", "etfuse", "training", "serving", "flows",
             "infra/docker/entrypoint.sh", "infra/prefect/register.sh", "infra/docker/build-context",
-            "infra/postgres/init", "infra/postgres/entrypoint.sh", "infra/seaweedfs"} == copied
+            "infra/postgres/init", "infra/postgres/entrypoint.sh", "infra/seaweedfs",
+            # the explorer stage: the lock file and our sources, not node_modules or a local dist/
+            "serving/explorer/package.json", "serving/explorer/package-lock.json", "serving/explorer/build.mjs",
+            "serving/explorer/src"} == copied
     for source in copied:
         assert (REPO / source).exists(), source
         assert not _ignored(source, patterns), f"{source} is excluded by .dockerignore"
@@ -653,7 +656,8 @@ def test_dockerignore_keeps_what_the_images_copy_and_nothing_else():
         if inner is not None:
             assert not _ignored(str(inner.relative_to(REPO)), patterns), inner
     for kept_out in (".venv/bin/python", ".git/config", "var/product/x.nc", ".env", "tests/conftest.py",
-                     "etfuse/__pycache__/x.pyc", "docs/deployment.md", "infra/mlflow/basic_auth.ini"):
+                     "etfuse/__pycache__/x.pyc", "docs/deployment.md", "infra/mlflow/basic_auth.ini",
+                     "serving/explorer/node_modules/leaflet/package.json", "serving/explorer/dist/index.html"):
         assert _ignored(kept_out, patterns), kept_out
 
 

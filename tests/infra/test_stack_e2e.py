@@ -265,6 +265,11 @@ def test_compose_stack_end_to_end(images, tmp_path):
         assert http("GET", f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1")[0] == 401
         assert http("POST", f"{prefect_api}/flow_runs/filter", body={})[0] == 401
         assert http("GET", f"{serving_url}/health")[0] == 200
+        # the explorer bundle built by the image's own stage (npm at build time, nothing at run time)
+        status, page = http("GET", f"{serving_url}/")
+        assert status == 200 and "vendor/leaflet.js" in page, (status, str(page)[:300])
+        status, script = http("GET", f"{serving_url}/static/vendor/leaflet.js")
+        assert status == 200 and "Leaflet" in script[:2000]
 
         # ---- the world into the landing folder of the volume (as the worker's user, through tar)
         output, _ = synth.communicate(timeout=600)
