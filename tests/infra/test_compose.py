@@ -73,6 +73,16 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names and not k.startswith("COMPOSE_")}
 
 
+def resolved_services(docker_compose: str, env_text: str, tmp_path: Path) -> dict:
+    """``docker-compose config`` of the stack with ``env_text`` as its .env: the resolved services."""
+    env = tmp_path / "resolved.env"
+    env.write_text(env_text)
+    result = subprocess.run([docker_compose, "--env-file", str(env), "-f", str(COMPOSE), "config"],
+                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
 def compose_variables() -> dict[str, str]:
     """Every ${VAR...} used in docker-compose.yml -> its operator ('' , ':-', ':?')."""
     out: dict[str, str] = {}
@@ -251,12 +261,7 @@ def test_the_api_has_no_admin_secrets(docker_compose, env_file, tmp_path):
     test_mlflow_reader.py) and gets no admin, Prefect, S3 or database credential."""
     text = env_file.read_text().replace("MLFLOW_READER_PASSWORD=Q7xLm2Rt9vWz4KdP3s", "MLFLOW_READER_PASSWORD=R3ad0nlyR3ad0nly")
     text = text.replace("ETFUSE_SERVING__ADMIN_TOKEN=Q7xLm2Rt9vWz4KdP3s", "ETFUSE_SERVING__ADMIN_TOKEN=Ap1T0kenAp1T0ken")   # the API's own
-    distinct = tmp_path / "distinct.env"
-    distinct.write_text(text)
-    result = subprocess.run([docker_compose, "--env-file", str(distinct), "-f", str(COMPOSE), "config"],
-                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)["services"]
+    resolved = resolved_services(docker_compose, text, tmp_path)
     admin_secrets = {"Q7xLm2Rt9vWz4KdP3s"}                  # every other secret of the filled-in .env
     for name in ("serving", "serving-cpu"):
         env = {k: str(v) for k, v in resolved[name]["environment"].items()}
@@ -317,12 +322,7 @@ def test_alert_variables_reach_the_worker_from_env(docker_compose, env_file, tmp
     text = text.replace("ETFUSE_ALERTS__APPRISE_URLS=\n", "ETFUSE_ALERTS__APPRISE_URLS=json://127.0.0.1:9/a\n")
     text = text.replace("ETFUSE_FRESHNESS__HEARTBEAT_URL=\n", "ETFUSE_FRESHNESS__HEARTBEAT_URL=http://127.0.0.1:9/hb\n")
     text = text.replace("ETFUSE_SERVING__ADMIN_TOKEN=Q7xLm2Rt9vWz4KdP3s\n", "ETFUSE_SERVING__ADMIN_TOKEN=T0kenT0kenT0ken\n")
-    filled = tmp_path / "filled.env"
-    filled.write_text(text)
-    result = subprocess.run([docker_compose, "--env-file", str(filled), "-f", str(COMPOSE), "config"],
-                            capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)["services"]
+    resolved = resolved_services(docker_compose, text, tmp_path)
     worker = resolved["prefect-worker"]["environment"]
     assert worker["ETFUSE_ALERTS__APPRISE_URLS"] == "json://127.0.0.1:9/a"
     assert worker["ETFUSE_FRESHNESS__HEARTBEAT_URL"] == "http://127.0.0.1:9/hb"
