@@ -45,7 +45,11 @@ class PatchBatcher:
         size = samples.patch_size
         self.cells = size * size
         self.edges = [king_edges(size, size, valid) for valid in samples.patch_valid]
-        self.adjacency = torch.as_tensor(np.stack([gcn_adjacency(size, size, valid) for valid in samples.patch_valid]),
+        # one dense adjacency per distinct patch shape (inside stations share the full one), so a
+        # wide patch_radius costs (P x P) floats per shape, not per station
+        shapes, self._shape_of = np.unique(np.asarray(samples.patch_valid, bool), axis=0, return_inverse=True)
+        self._shape_of = torch.as_tensor(self._shape_of.reshape(-1).astype(np.int64), device=device)
+        self.adjacency = torch.as_tensor(np.stack([gcn_adjacency(size, size, valid) for valid in shapes]),
                                          device=device)
 
     def window(self, s: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,7 +97,8 @@ class PatchBatcher:
         s, d, x = self._window_with_dropout(keys, rng, dropout, drop)
         x_t = torch.as_tensor(np.ascontiguousarray(x.transpose(1, 0, 2, 3)), device=self.device)
         y = torch.as_tensor(self.samples.targets[s, d], device=self.device)
-        return x_t, self.adjacency[torch.as_tensor(np.array(s, dtype=np.int64), device=self.device)], y
+        shape = self._shape_of[torch.as_tensor(np.array(s, dtype=np.int64), device=self.device)]
+        return x_t, self.adjacency[shape], y
 
     def batch(self, keys: pd.DataFrame, *, rng: np.random.Generator | None = None,
               dropout: dict[str, float] | None = None, drop: dict[str, np.ndarray] | None = None):
