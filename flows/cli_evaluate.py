@@ -104,7 +104,7 @@ def _product(samples, s, folder: Path, title: str) -> None:
     from serving.product import ProductStore
     from training.protocol.champion import score_product
 
-    store = ProductStore(s)
+    store = ProductStore(s, reconcile=False)       # a reader: evaluating never repairs or moves product files
     first, last = samples.days[0], samples.days[-1]
     parts = []
     stations = samples.stations
