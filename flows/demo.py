@@ -3,7 +3,8 @@
 1. generate a synthetic world over the test region (about 21 months) in the providers' formats and
    fetch its GLEAM and CMA files from a local SFTP server (the providers' side) into landing;
 2. ingest its archive, with a few bad deliveries that are quarantined and alerted;
-3. train, evaluate and register v1; the gate promotes it;
+3. train, evaluate and register v1; the gate decides (against the champion and the strongest
+   baseline); when it refuses, the demo promotes v1 by hand and says so (it needs a champion to serve);
 4. run the update flow over the last month (the product, its yearly file and quicklooks);
 5. deliver one more day of data and run the daily flow (ingest, then update);
 6. train v2 and show the gate's decision;
