@@ -29,7 +29,7 @@ import pandas as pd
 from etfuse.errors import EtfuseError
 from etfuse.sqlitedb import read_only_rows, wal_transaction
 
-__all__ = ["transaction", "read_rows", "read_frame", "schema_name", "LedgerDatabaseError"]
+__all__ = ["transaction", "create_ledger", "read_rows", "read_frame", "schema_name", "LedgerDatabaseError"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class _PgConnection:
                 cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema=%s AND "
                             "table_name=%s ORDER BY ordinal_position", (self.schema, table))
                 columns = [r[0] for r in cur.fetchall()]
+                if not columns:
+                    return [], []
                 cur.execute("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
                             "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
                             (f'"{self.schema}"."{table}"',))
@@ -170,6 +172,67 @@ def transaction(url: str | None, sqlite_path: Path, schema: str) -> Iterator[Any
     else:
         with _pg_transaction(url, schema) as db:
             yield db
+
+
+#: Written beside the data when its ledger is in PostgreSQL (holds the schema, never the URL)
+MARKER = "ledger.in-postgresql"
+
+
+def create_ledger(url: str | None, sqlite_path: Path, schema: str, ddl: str) -> None:
+    """Create the ledger's tables (``ddl``, SQLite dialect) if missing.
+
+    With PostgreSQL, an existing ``ledger.sqlite`` (a store that ran embedded until now) is copied
+    into the new schema in the same transaction and then renamed ``ledger.sqlite.moved-to-postgresql``,
+    and ``ledger.in-postgresql`` is left beside the data; opening that data again without
+    ``ledger.url`` is refused, because a fresh empty SQLite ledger would hide everything recorded.
+    """
+    marker = sqlite_path.with_name(MARKER)
+    if url is None:
+        if marker.exists():
+            raise LedgerDatabaseError(
+                f"{sqlite_path.parent}: this ledger is in PostgreSQL ({marker.read_text().strip()}), but ledger.url "
+                f"is not set; set it (ETFUSE_LEDGER__URL), or remove {marker} to start an empty SQLite ledger")
+        with wal_transaction(sqlite_path) as db:
+            db.executescript(ddl)
+        return
+    copied: dict[str, int] = {}
+    with _pg_transaction(url, schema) as db:
+        db.executescript(ddl)                           # holds the schema's lock until the commit
+        if sqlite_path.exists():
+            copied = _copy_from_sqlite(db, sqlite_path)
+    if sqlite_path.exists():
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{sqlite_path}{suffix}")
+            if part.exists():
+                os.replace(part, Path(f"{sqlite_path}{suffix}.moved-to-postgresql"))
+        log.warning("%s copied into the PostgreSQL ledger %s (%s rows) and renamed *.moved-to-postgresql",
+                    sqlite_path, schema, copied)
+    if not marker.exists():
+        marker.write_text(f"schema {schema}\n")
+
+
+def _copy_from_sqlite(db: _PgConnection, sqlite_path: Path) -> dict[str, int]:
+    """Every row of every ledger table of ``sqlite_path`` into the (empty) PostgreSQL tables."""
+    copied: dict[str, int] = {}
+    source = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True, timeout=60)
+    try:
+        tables = [r[0] for r in source.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                               "AND name NOT LIKE 'sqlite_%'")]
+        for table in tables:
+            columns, _ = db._columns(table)
+            if not columns or db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+                continue                                # not a ledger table, or already filled
+            names = [r[1] for r in source.execute(f"PRAGMA table_info({table})")]
+            rows = source.execute(f"SELECT {', '.join(names)} FROM {table}").fetchall()
+            db.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({','.join('?' * len(names))})", rows)
+            for (column,) in db.execute("SELECT column_name FROM information_schema.columns WHERE table_schema=? "
+                                        "AND table_name=? AND is_identity='YES'", (db.schema, table)).fetchall():
+                db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+                           f"GREATEST((SELECT MAX({column}) FROM {table}), 1))")
+            copied[table] = len(rows)
+    finally:
+        source.close()
+    return copied
 
 
 def read_frame(db, query: str, params: Sequence[Any] = ()) -> pd.DataFrame:

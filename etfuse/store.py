@@ -47,7 +47,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
-from etfuse.ledgerdb import read_frame
+from etfuse.ledgerdb import create_ledger, read_frame, schema_name
 from etfuse.store_ledger import _SCHEMA, StoreLedger, _now
 from etfuse.tempfiles import remove_orphaned, temporary_name
 
@@ -122,8 +122,7 @@ class HarmonisedStore(StoreLedger):
         self.root = Path(root)
         self.ledger_url = ledger_url
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        create_ledger(ledger_url, self.root / "ledger.sqlite", schema_name("store", self.root), _SCHEMA)
         #: day files half-written by writers that died, removed now
         self.removed_temp_files = remove_orphaned((self.root / "grids").glob("*/*/.*.tmp"),
                                                   stale_seconds=_STALE_TMP_SECONDS)

@@ -87,3 +87,22 @@ def test_a_bad_url_never_shows_its_password(tmp_path):
     assert "s3cret-pw" not in str(bad.value)
     settings = load_settings(home=tmp_path, ledger={"url": url})
     assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings.model_dump())
+
+
+def test_an_embedded_ledger_moves_into_postgresql_and_back_is_refused(ledger_postgres, tmp_path):
+    """A store that ran on SQLite keeps everything when ledger.url is set: its rows are copied into
+    PostgreSQL once, the file is renamed, and opening it again without the URL is refused."""
+    sqlite_store = HarmonisedStore(tmp_path)
+    sqlite_store.put_grid("gleam", test_store.grid_ds(value=1.0))
+    sqlite_store.put_grid("gleam", test_store.grid_ds(value=2.0))
+    sqlite_store.put_stations("cma", test_store.station_ds())
+    before = (sqlite_store.revisions(), sqlite_store.read_stations())
+    moved = HarmonisedStore(tmp_path, ledger_url=ledger_postgres)
+    assert not (tmp_path / "ledger.sqlite").exists() and (tmp_path / "ledger.sqlite.moved-to-postgresql").exists()
+    pd.testing.assert_frame_equal(moved.revisions(), before[0])
+    pd.testing.assert_frame_equal(moved.read_stations(), before[1])
+    again = HarmonisedStore(tmp_path, ledger_url=ledger_postgres)          # nothing copied twice
+    assert len(again.revisions()) == len(before[0])
+    with pytest.raises(ledgerdb.LedgerDatabaseError, match="ledger.url is not set"):
+        HarmonisedStore(tmp_path)
+    assert not (tmp_path / "ledger.sqlite").exists()
