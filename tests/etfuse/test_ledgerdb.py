@@ -77,16 +77,16 @@ def test_translation_of_the_sqlite_dialect():
 
 
 def test_a_bad_url_never_shows_its_password(tmp_path):
-    url = "postgresql://etfuse:s3cret-pw@127.0.0.1:1/etfuse"
+    url = "postgresql://etfuse:change-me-7f3k@127.0.0.1:1/etfuse"
     with pytest.raises(ledgerdb.LedgerDatabaseError) as info:
         HarmonisedStore(tmp_path, ledger_url=url)
-    assert "s3cret-pw" not in str(info.value) and "cannot connect" in str(info.value)
+    assert "change-me-7f3k" not in str(info.value) and "cannot connect" in str(info.value)
     from etfuse.settings import load_settings
     with pytest.raises(Exception) as bad:
-        load_settings(home=tmp_path, ledger={"url": "mysql://u:s3cret-pw@h/db"})
-    assert "s3cret-pw" not in str(bad.value)
+        load_settings(home=tmp_path, ledger={"url": "mysql://u:change-me-7f3k@h/db"})
+    assert "change-me-7f3k" not in str(bad.value)
     settings = load_settings(home=tmp_path, ledger={"url": url})
-    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in str(settings.model_dump())
+    assert "change-me-7f3k" not in repr(settings) and "change-me-7f3k" not in str(settings.model_dump())
 
 
 def test_an_embedded_ledger_moves_into_postgresql_and_back_is_refused(ledger_postgres, tmp_path):
