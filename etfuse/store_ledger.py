@@ -1,5 +1,6 @@
-"""The harmonised store's ledger, ``ledger.sqlite``: what arrived when, from which file, every
-revision of a grid day, station observations, deliveries and days to reprocess.
+"""The harmonised store's ledger, ``ledger.sqlite`` (or a PostgreSQL schema with ``ledger.url``,
+etfuse/ledgerdb.py): what arrived when, from which file, every revision of a grid day, station
+observations, deliveries and days to reprocess.
 
 StoreLedger is a mixin of etfuse.store.HarmonisedStore (it uses the store's ``root`` and
 ``grid_days``); the queries other layers need are methods here, so no one else reads the tables.

@@ -1,6 +1,7 @@
 """The product ledger and its reconciliation with the day files.
 
-``ledger.sqlite`` beside the product files indexes them: table ``days`` (one row per product day),
+``ledger.sqlite`` beside the product files (or a PostgreSQL schema with ``ledger.url``,
+etfuse/ledgerdb.py) indexes them: table ``days`` (one row per product day),
 ``history`` (every write, replace, reconcile fix and yearly build) and ``years``.  The day files
 are the truth; ``ProductLedger.reconcile`` makes the ledger agree with them (the guarantees are in
 serving/product.py).  ProductLedger is a mixin of serving.product.ProductStore: it uses the store's
