@@ -755,6 +755,25 @@ class EvaluationSettings(_Section):
     seed: int = 0
 
 
+class LedgerSettings(_Section):
+    """Where the harmonised store's and the product's ledgers live (etfuse/ledgerdb.py); see
+    docs/operations.md, "Ledgers in PostgreSQL".
+
+    The URL may carry a password: it is left out of ``repr`` and of ``model_dump``/``to_yaml`` and
+    never written to logs or errors (set it through ``ETFUSE_LEDGER__URL``)."""
+
+    #: ``postgresql://user:password@host:5432/db``: both ledgers in this database, one schema per
+    #: ledger and data root; None (default) = ``ledger.sqlite`` files beside the data (embedded).
+    url: str | None = Field(None, repr=False, exclude=True)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("ledger.url: expected a postgresql:// URL (or nothing for SQLite files)")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything the system can be told; see docs/configuration.md."""
 
@@ -786,6 +805,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     distribution: DistributionSettings = DistributionSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    ledger: LedgerSettings = LedgerSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("region", mode="before")

@@ -47,6 +47,7 @@ import xarray as xr
 
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
+from etfuse.ledgerdb import create_ledger, read_frame, schema_name
 from etfuse.store_ledger import _SCHEMA, StoreLedger, _now
 from etfuse.tempfiles import remove_orphaned, temporary_name
 
@@ -117,11 +118,11 @@ def content_sha256(values: np.ndarray, lat: np.ndarray | None = None, lon: np.nd
 class HarmonisedStore(StoreLedger):
     """Per-source daily harmonised data; see the module docstring for layout and rules."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, ledger_url: str | None = None) -> None:
         self.root = Path(root)
+        self.ledger_url = ledger_url
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        create_ledger(ledger_url, self.root / "ledger.sqlite", schema_name("store", self.root), _SCHEMA)
         #: day files half-written by writers that died, removed now
         self.removed_temp_files = remove_orphaned((self.root / "grids").glob("*/*/.*.tmp"),
                                                   stale_seconds=_STALE_TMP_SECONDS)
@@ -408,6 +409,6 @@ class HarmonisedStore(StoreLedger):
         if not with_missing:
             query += " AND et_mm IS NOT NULL"
         with self._db() as db:
-            frame = pd.read_sql_query(query + " ORDER BY source, station_id, day", db, params=args)
+            frame = read_frame(db, query + " ORDER BY source, station_id, day", args)
         frame["date"] = pd.to_datetime(frame.pop("day"))
         return frame[["source", "station_id", "date", "lat", "lon", "elevation_m", "et_mm", "extras", "revision"]]

@@ -1,5 +1,6 @@
-"""The harmonised store's ledger, ``ledger.sqlite``: what arrived when, from which file, every
-revision of a grid day, station observations, deliveries and days to reprocess.
+"""The harmonised store's ledger, ``ledger.sqlite`` (or a PostgreSQL schema with ``ledger.url``,
+etfuse/ledgerdb.py): what arrived when, from which file, every revision of a grid day, station
+observations, deliveries and days to reprocess.
 
 StoreLedger is a mixin of etfuse.store.HarmonisedStore (it uses the store's ``root`` and
 ``grid_days``); the queries other layers need are methods here, so no one else reads the tables.
@@ -8,7 +9,6 @@ StoreLedger is a mixin of etfuse.store.HarmonisedStore (it uses the store's ``ro
 from __future__ import annotations
 
 import json
-import sqlite3
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from etfuse.clock import utcnow
-from etfuse.sqlitedb import read_only_rows, wal_transaction
+from etfuse.ledgerdb import read_frame, read_rows, schema_name, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grid_versions (
@@ -51,18 +51,21 @@ def _now() -> str:
     return utcnow().isoformat(timespec="seconds")
 
 
-def delivery_counts(root: Path) -> list[tuple[str, str, int]]:
+def delivery_counts(root: Path, ledger_url: str | None = None) -> list[tuple[str, str, int]]:
     """(source, status, number of files) of every delivery recorded under the harmonised store
     ``root``, read without opening the store (nothing is created; [] before the first ingest)."""
-    return read_only_rows(Path(root) / "ledger.sqlite",
-                          "SELECT source, status, COUNT(*) FROM deliveries GROUP BY source, status")
+    return read_rows(ledger_url, Path(root) / "ledger.sqlite", schema_name("store", root),
+                     "SELECT source, status, COUNT(*) FROM deliveries GROUP BY source, status")
 
 
 class StoreLedger:
-    """Mixin of HarmonisedStore: the ledger connection and its queries."""
+    """Mixin of HarmonisedStore: the ledger connection and its queries (``ledger_url``: the
+    PostgreSQL ledger, None = ``ledger.sqlite``; see etfuse/ledgerdb.py)."""
 
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return wal_transaction(self.root / "ledger.sqlite")
+    ledger_url: str | None = None
+
+    def _db(self) -> AbstractContextManager:
+        return transaction(self.ledger_url, self.root / "ledger.sqlite", schema_name("store", self.root))
 
     def first_stored(self, source: str, *, since: datetime | None = None) -> dict[pd.Timestamp, datetime]:
         """Per day of a gridded source, when its first version was stored (UTC); with ``since``, only
@@ -121,7 +124,7 @@ class StoreLedger:
 
     def deliveries(self) -> pd.DataFrame:
         with self._db() as db:
-            return pd.read_sql_query("SELECT * FROM deliveries ORDER BY processed_at", db)
+            return read_frame(db, "SELECT * FROM deliveries ORDER BY processed_at")
 
     def mark_reprocess(self, days: Sequence[str | pd.Timestamp], *, source: str, reason: str) -> None:
         """Product days whose inputs changed (a revision) and must be computed again."""
@@ -132,8 +135,8 @@ class StoreLedger:
 
     def pending_reprocess(self) -> pd.DataFrame:
         with self._db() as db:
-            return pd.read_sql_query("SELECT day, source, reason, marked_at FROM reprocess WHERE done_at IS NULL "
-                                     "ORDER BY day", db)
+            return read_frame(db, "SELECT day, source, reason, marked_at FROM reprocess WHERE done_at IS NULL "
+                                  "ORDER BY day")
 
     def reprocess_done(self, days: Sequence[str | pd.Timestamp]) -> None:
         now = _now()
@@ -145,14 +148,14 @@ class StoreLedger:
     def revisions(self, source: str | None = None) -> pd.DataFrame:
         """Every revised grid variable and station row, with both versions' files and times."""
         with self._db() as db:
-            grid = pd.read_sql_query(
-                "SELECT source, day, variable AS item, revision, stream, file_name, file_sha256, stored_at "
+            grid = read_frame(
+                db, "SELECT source, day, variable AS item, revision, stream, file_name, file_sha256, stored_at "
                 "FROM grid_versions WHERE action='revised'" + (" AND source=?" if source else ""),
-                db, params=[source] if source else [])
-            stations = pd.read_sql_query(
-                "SELECT source, day, station_id AS item, revision, NULL AS stream, file_name, file_sha256, stored_at "
+                [source] if source else [])
+            stations = read_frame(
+                db, "SELECT source, day, station_id AS item, revision, NULL AS stream, file_name, file_sha256, stored_at "
                 "FROM station_obs WHERE revision > 0" + (" AND source=?" if source else ""),
-                db, params=[source] if source else [])
+                [source] if source else [])
         return pd.concat([grid, stations], ignore_index=True).sort_values(["source", "day", "item"]).reset_index(drop=True)
 
     def summary(self) -> pd.DataFrame:

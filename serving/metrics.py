@@ -145,7 +145,7 @@ class StateCollector:
     def _ingest(self):
         deliveries = GaugeMetricFamily("etfuse_ingest_deliveries", "delivered files by source and outcome",
                                        labels=["source", "status"])
-        for source, status, n in delivery_counts(self.settings.folder("harmonised")):
+        for source, status, n in delivery_counts(self.settings.folder("harmonised"), self.settings.ledger.url):
             deliveries.add_metric([source, status], n)
         yield deliveries
         quarantine = GaugeMetricFamily("etfuse_quarantine_files", "files in quarantine by source", labels=["source"])

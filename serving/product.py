@@ -61,6 +61,7 @@ from serving import quicklook as ql
 from serving.cf_product import (SOURCE_BITS, STATUS_CODES, DayProvenance, global_attributes, iso_utc, read_provenance,
                                 write_product_file)
 from serving.distribution import publish_day
+from etfuse.ledgerdb import create_ledger, schema_name
 from serving.product_ledger import (_NAME, _SCHEMA, DayNotFoundError, DayRecord, ProductError, ProductLedger,
                                     ReconcileReport, _day, _sources_text)
 from serving.product_reads import _NC_LOCK, ProductReads
@@ -110,8 +111,7 @@ class ProductStore(ProductReads, ProductLedger):
         #: file's open is most of an area read (bench/api_load.py); least recently used closed first
         self._handles: OrderedDict[Path, tuple[tuple, netCDF4.Dataset]] = OrderedDict()
         self._records_cache: tuple[tuple, list[DayRecord]] | None = None       # see records()
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        create_ledger(settings.ledger.url, self.root / "ledger.sqlite", schema_name("product", self.root), _SCHEMA)
         self.last_reconcile = self.reconcile() if reconcile else ReconcileReport()
 
     # ------------------------------------------------------------------ paths

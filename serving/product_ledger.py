@@ -1,6 +1,7 @@
 """The product ledger and its reconciliation with the day files.
 
-``ledger.sqlite`` beside the product files indexes them: table ``days`` (one row per product day),
+``ledger.sqlite`` beside the product files (or a PostgreSQL schema with ``ledger.url``,
+etfuse/ledgerdb.py) indexes them: table ``days`` (one row per product day),
 ``history`` (every write, replace, reconcile fix and yearly build) and ``years``.  The day files
 are the truth; ``ProductLedger.reconcile`` makes the ledger agree with them (the guarantees are in
 serving/product.py).  ProductLedger is a mixin of serving.product.ProductStore: it uses the store's
@@ -13,7 +14,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +25,7 @@ import pandas as pd
 from etfuse.clock import utcnow
 from etfuse.errors import EtfuseError
 from etfuse.sources.common import file_sha256
-from etfuse.sqlitedb import wal_transaction
+from etfuse.ledgerdb import read_frame, schema_name, transaction
 from etfuse.tempfiles import remove_orphaned
 from serving.cf_product import DayProvenance, iso_utc
 
@@ -116,8 +116,9 @@ def _sources_text(sources: Iterable[str]) -> str:
 class ProductLedger:
     """Mixin of ProductStore: the ledger (rows and history) and reconcile."""
 
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return wal_transaction(self.root / "ledger.sqlite")
+    def _db(self) -> AbstractContextManager:
+        """The ledger: ``ledger.sqlite``, or the PostgreSQL schema of this root when ``ledger.url`` is set."""
+        return transaction(self.settings.ledger.url, self.root / "ledger.sqlite", schema_name("product", self.root))
 
     def _row_to_record(self, row) -> DayRecord:
         (day, fingerprint, model_version, status, sources, written_at, first_written_at, sha, replaced) = row
@@ -136,7 +137,12 @@ class ProductLedger:
         return self._row_to_record(row) if row else None
 
     def _ledger_state(self) -> tuple:
-        """(size, mtime) of the ledger and its write-ahead log: changes with every commit."""
+        """(size, mtime) of the ledger and its write-ahead log: changes with every commit.  In
+        PostgreSQL: the newest history row and the number of days (every change of a day's record
+        writes a history row)."""
+        if self.settings.ledger.url is not None:
+            with self._db() as db:
+                return tuple(db.execute("SELECT (SELECT MAX(id) FROM history), (SELECT COUNT(*) FROM days)").fetchone())
         out = []
         for name in ("ledger.sqlite", "ledger.sqlite-wal"):
             try:
@@ -174,10 +180,10 @@ class ProductLedger:
             query += " WHERE day=?"
             args.append(f"{_day(day):%Y-%m-%d}")
         with self._db() as db:
-            return pd.read_sql_query(query + " ORDER BY id", db, params=args)
+            return read_frame(db, query + " ORDER BY id", args)
 
     @staticmethod
-    def _history(db: sqlite3.Connection, day: str, action: str, prov: DayProvenance | None, sha: str | None,
+    def _history(db, day: str, action: str, prov: DayProvenance | None, sha: str | None,
                  previous: DayProvenance | None = None, detail: Mapping | None = None,
                  at: str | None = None) -> None:
         db.execute(
@@ -189,7 +195,7 @@ class ProductLedger:
              previous.status if previous else None, at or iso_utc(utcnow()),
              json.dumps(dict(detail)) if detail else None))
 
-    def _upsert(self, db: sqlite3.Connection, prov: DayProvenance, path: Path, sha: str, written_at: str,
+    def _upsert(self, db, prov: DayProvenance, path: Path, sha: str, written_at: str,
                 replaced: bool) -> None:
         stat = path.stat()
         key = f"{prov.day:%Y-%m-%d}"

@@ -98,3 +98,15 @@ def two_year_store(tmp_path_factory):
         for path in sorted((world / "landing" / source).glob("*")):
             harmonise_into_store(source, path, store, settings=settings)
     return settings, world
+
+
+@pytest.fixture(scope="session")
+def ledger_postgres():
+    """A real PostgreSQL 15 cluster on loopback for the ledgers (one per session); its URL.
+    Skipped, with the reason, when the binaries are absent (tests/services.py)."""
+    from tests import services
+    reason = services.postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    with services.postgres_cluster("etfuse_ledgers") as url:
+        yield url

@@ -64,6 +64,55 @@ def as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
+def postgres_missing() -> str | None:
+    """Why a real PostgreSQL cannot be started here (the reason a test skips with), or None."""
+    import shutil
+    if not (PG_BIN / "initdb").is_file():
+        return f"PostgreSQL 15 binaries not found in {PG_BIN} (set ETFUSE_PG_BIN to their folder)"
+    if os.geteuid() == 0:
+        import pwd
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root needs a `postgres` user to start PostgreSQL"
+        if shutil.which("runuser") is None:
+            return "running as root needs `runuser` to start PostgreSQL"
+    return None
+
+
+@contextlib.contextmanager
+def postgres_cluster(database: str) -> Iterator[str]:
+    """A throw-away PostgreSQL 15 cluster (trust auth, fsync off) on a free loopback port in a
+    temporary folder, with the empty database ``database``; yields its ``postgresql://`` URL.
+    Callers skip first with ``postgres_missing()``."""
+    import shutil
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="etfuse-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data, logfile, port = root / "data", root / "postgres.log", free_port()
+    started = False
+    try:
+        subprocess.run(as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                    "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, timeout=120)
+        subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "60",
+                                    "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start"]),
+                       check=True, capture_output=True, timeout=120)
+        started = True
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{database}"')
+        conn.close()
+        yield f"postgresql://postgres@127.0.0.1:{port}/{database}"
+    finally:
+        if started:
+            subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                           capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def mlflow_server(folder: Path, backend_store_uri: str | None = None, *, extra_args: tuple[str, ...] = (),
                   extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:

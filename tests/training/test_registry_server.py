@@ -8,18 +8,13 @@ it runs as the ``postgres`` user (runuser) in a folder that user owns.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from tests import services
-from tests.services import PG_BIN, as_postgres, free_port
 from tests.training.test_registry import make_standin_record
 
 
@@ -29,43 +24,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def postgres():
     """A throw-away PostgreSQL 15 cluster on a free loopback port; yields its SQLAlchemy URI."""
-    if not (PG_BIN / "initdb").is_file():
-        pytest.skip(f"PostgreSQL 15 binaries not found in {PG_BIN} (set ETFUSE_PG_BIN to their folder)")
-    if os.geteuid() == 0 and (shutil.which("runuser") is None or _no_user("postgres")):
-        pytest.skip("running as root needs `runuser` and a `postgres` user to start PostgreSQL")
-    root = Path(tempfile.mkdtemp(prefix="etfuse-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    data, logfile, port = root / "data", root / "postgres.log", free_port()
-    started = False
-    try:
-        subprocess.run(as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                    "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, timeout=120)
-        subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "60",
-                                    "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start"]),
-                       check=True, capture_output=True, timeout=120)
-        started = True
-        import psycopg2
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("CREATE DATABASE mlflow")
-        conn.close()
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
-    finally:
-        if started:
-            subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                           capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _no_user(name: str) -> bool:
-    import pwd
-    try:
-        pwd.getpwnam(name)
-        return False
-    except KeyError:
-        return True
+    reason = services.postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    with services.postgres_cluster("mlflow") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
