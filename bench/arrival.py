@@ -199,7 +199,7 @@ def main() -> None:
     cases = args.cases.split(",")
     settings0 = load_settings(base)
     from etfuse.store import HarmonisedStore
-    first = HarmonisedStore(settings0.harmonised, ledger_url=settings0.ledger.url).grid_days("era5land")[-1] + pd.Timedelta(days=1)
+    first = HarmonisedStore.of(settings0).grid_days("era5land")[-1] + pd.Timedelta(days=1)
     days = [first + pd.Timedelta(days=k) for k in range(args.runs * len(cases))]
     files = {day: arrival_files(args.home, day, settings0) for day in days}
     results: dict[str, list[dict]] = {}

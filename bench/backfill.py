@@ -38,7 +38,7 @@ def prepare(home: Path, region: str, start: str, end: str) -> Path:
         t = time.perf_counter()
         generate(world, WorldSpec(bbox=settings.region.bbox, start=start, end=end, seed=3,
                                   resolution_deg=settings.region.resolution_deg, margin_deg=settings.region.margin_deg))
-        store = HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url)
+        store = HarmonisedStore.of(settings)
         for source in ("era5land", "gleam", "modis", "cma", "stations"):
             for path in sorted((world / "landing" / source).glob("*")):
                 harmonise_into_store(source, path, store, settings=settings)

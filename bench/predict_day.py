@@ -91,7 +91,7 @@ def case(name: str, model_path: str, store: str | None) -> dict:
         from etfuse.features import InputReader, elevation_on_grid, grid_day
         from etfuse.store import HarmonisedStore
         s = load_settings(home=store, region="qinghai")
-        reader = InputReader(HarmonisedStore(s.harmonised, ledger_url=s.ledger.url), s)
+        reader = InputReader(HarmonisedStore.of(s), s)
         day = reader.store.grid_days("era5land")[-1]
         elevation = elevation_on_grid(s, reader.grid, reader.cache)
         grid_day(reader, day - pd.Timedelta(days=1), elevation)        # warm the index maps

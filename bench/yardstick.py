@@ -50,7 +50,7 @@ def prepare(seed: int, args, work: Path):
     done = home / "harmonised.done"
     if not done.exists():
         t0 = time.perf_counter()
-        store = HarmonisedStore(settings.harmonised)
+        store = HarmonisedStore.of(settings)
         for source in ("era5land", "gleam", "modis", "cma", "stations", "fluxnet"):
             for path in sorted((world / "landing" / source).glob("*")):
                 harmonise_into_store(source, path, store, settings=settings)
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     for seed in [int(s) for s in args.seeds.split(",")]:
         settings = prepare(seed, args, args.work)
         t0 = time.perf_counter()
-        samples = build_samples(HarmonisedStore(settings.harmonised), settings)
+        samples = build_samples(HarmonisedStore.of(settings), settings)
         t_samples = time.perf_counter() - t0
         result = run_protocol(samples, settings, variants=variants, echo=lambda m: print(f"[seed {seed}] {m}", flush=True))
         result.timings["samples"] = t_samples
         truth = settings.home / "world" / "truth"
         if truth.is_dir() and not args.no_truth:
             t0 = time.perf_counter()
-            result.truth = evaluate_truth(result, settings, HarmonisedStore(settings.harmonised), truth,
+            result.truth = evaluate_truth(result, settings, HarmonisedStore.of(settings), truth,
                                           args.out / f"seed{seed}", n_days=args.truth_days).table
             result.timings["truth"] = time.perf_counter() - t0
         title = f"{args.profile or 'default'} world, region {args.region}, {args.start}..{args.end}, seed {seed}"

@@ -237,7 +237,7 @@ class IngestContext:
         from etfuse.quality.drift import default_stats_path, load_reference_stats
         from etfuse.stations_meta import known_locations
         settings.ensure_folders()
-        store = HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url)
+        store = HarmonisedStore.of(settings)
         stats = load_reference_stats(default_stats_path(settings))
         ids = set(known_locations().index.astype(str))
         try:

@@ -48,6 +48,7 @@ import xarray as xr
 from etfuse.cf import annotate
 from etfuse.errors import StoreError
 from etfuse.ledgerdb import create_ledger, read_frame, schema_name
+from etfuse.settings import Settings
 from etfuse.store_ledger import _SCHEMA, StoreLedger, _now
 from etfuse.tempfiles import remove_orphaned, temporary_name
 
@@ -126,6 +127,12 @@ class HarmonisedStore(StoreLedger):
         #: day files half-written by writers that died, removed now
         self.removed_temp_files = remove_orphaned((self.root / "grids").glob("*/*/.*.tmp"),
                                                   stale_seconds=_STALE_TMP_SECONDS)
+
+    @classmethod
+    def of(cls, settings: Settings) -> "HarmonisedStore":
+        """The store of ``settings``: its folder and its ledger (PostgreSQL when ``ledger.url`` is
+        set), so no caller can open the folder with the wrong ledger."""
+        return cls(settings.harmonised, ledger_url=settings.ledger.url)
 
     # ------------------------------------------------------------------ grids
     def day_path(self, source: str, day: pd.Timestamp) -> Path:

@@ -75,7 +75,7 @@ def backfill_flow(config: str | None = None, home: str | None = None, start: dat
     product = parts.product
     model = parts.predictor.model()
     with product_lock(settings):
-        plans = plan_days(settings, HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url), product, model_version=model.version,
+        plans = plan_days(settings, HarmonisedStore.of(settings), product, model_version=model.version,
                           window_days=model.window_days, start=start, end=end)
         stale = [p.day for p in plans if p.reason != "up to date"]
         pieces = chunks(stale, chunk_days, workers)

@@ -53,7 +53,7 @@ def evaluate(
         typer.echo(f"error: unknown variant(s) {unknown}; expected some of {list(VARIANTS)}, 'all' or 'none'", err=True)
         raise typer.Exit(2)
     folder = out or Path(s.home) / "reports" / f"evaluation-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-    samples = build_samples(HarmonisedStore(s.harmonised), s, start=start, end=end)
+    samples = build_samples(HarmonisedStore.of(s), s, start=start, end=end)
     if champion:
         _champion(samples, s, folder, title)
         return
@@ -71,7 +71,7 @@ def evaluate(
     result = run_protocol(samples, s, variants=chosen, echo=typer.echo)
     if truth is not None:
         from training.protocol.truth import evaluate_truth
-        result.truth = evaluate_truth(result, s, HarmonisedStore(s.harmonised), truth, folder, n_days=truth_days).table
+        result.truth = evaluate_truth(result, s, HarmonisedStore.of(s), truth, folder, n_days=truth_days).table
     paths = write_report(result, folder, s, title=title)
     typer.echo("\ncross-validation, out-of-fold, 95 % block-bootstrap intervals:")
     typer.echo(markdown_table(result.cv["overall"]))

@@ -25,7 +25,7 @@ def after_daily(settings: Settings) -> None:
     from etfuse.freshness import check_overdue, ping_heartbeat
     from etfuse.store import HarmonisedStore
     dispatcher = AlertDispatcher(settings)
-    for alert in check_overdue(HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url), settings, dispatcher):
+    for alert in check_overdue(HarmonisedStore.of(settings), settings, dispatcher):
         typer.echo(f"warning: {alert.summary}", err=True)
     dispatcher.flush()
     if ping_heartbeat(settings) is False:

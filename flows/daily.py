@@ -21,7 +21,7 @@ def check_freshness(settings: Settings) -> list[str]:
     from etfuse.freshness import check_overdue
     from etfuse.store import HarmonisedStore
     dispatcher = AlertDispatcher(settings)
-    sent = check_overdue(HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url), settings, dispatcher)
+    sent = check_overdue(HarmonisedStore.of(settings), settings, dispatcher)
     dispatcher.flush()
     for alert in sent:
         get_run_logger().warning(alert.summary)

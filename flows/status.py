@@ -14,7 +14,7 @@ def status_lines(s: Settings) -> list[str]:
     from serving.product import ProductStore
 
     out = [f"ETFUSE_HOME {s.home.resolve()}  region {s.region.name} {s.region.bbox} at {s.region.resolution_deg} deg"]
-    summary = HarmonisedStore(s.harmonised, ledger_url=s.ledger.url).summary() if s.harmonised.exists() else None
+    summary = HarmonisedStore.of(s).summary() if s.harmonised.exists() else None
     out += ["", "harmonised store:", summary.to_string(index=False) if summary is not None and len(summary) else "  empty"]
     records = ProductStore(s, reconcile=False).records() if s.folder("product").exists() else []
     out += ["", "product:"]

@@ -62,7 +62,7 @@ def recompute_history(settings: Settings, *, predictor, product, store: Harmonis
                       start=None, end=None, chunk_days: int | None = None, progress: Progress | None = None,
                       max_chunks: int | None = None) -> HistoryReport:
     """Every stale day in [start, end], newest chunk first, one product-lock hold per chunk."""
-    store = store or HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url)
+    store = store or HarmonisedStore.of(settings)
     chunk_days = chunk_days or settings.update.history_chunk_days
     model = predictor.model()
     report = HistoryReport(model_version=model.version)

@@ -208,7 +208,7 @@ def run_update(settings: Settings, *, predictor, product, store: HarmonisedStore
     gives way to a waiting priority run before taking the lock, and after any day while holding it
     (``report.gave_way_after``; the days not computed stay stale).
     """
-    store = store or HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url)
+    store = store or HarmonisedStore.of(settings)
     model = predictor.model()
     report = UpdateReport(model_version=model.version)
     with product_lock(settings, priority=priority) if lock else contextlib.nullcontext():

@@ -94,7 +94,7 @@ def run_training(settings: Settings, *, registry=None, actor: str = "cli", start
     """Train, evaluate, export and (with a registry) log, register and gate one model."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    store = HarmonisedStore(settings.harmonised)
+    store = HarmonisedStore.of(settings)
     samples = build_samples(store, settings, start=start, end=end)
     split = split_samples(samples, settings)
     norm = normalisation(samples, split)

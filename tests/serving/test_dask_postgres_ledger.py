@@ -38,7 +38,7 @@ def test_two_dask_workers_share_a_postgresql_ledger(small_settings, small_world,
         "static": small_settings.static.model_copy(update={"elevation_file": small_world / "static" / "elevation.nc"}),
         "serving": small_settings.serving.model_copy(update={"quicklooks": False, "threads": 1}),
         "ledger": small_settings.ledger.model_copy(update={"url": ledger_postgres})})
-    store = HarmonisedStore(settings.harmonised, ledger_url=settings.ledger.url)
+    store = HarmonisedStore.of(settings)
     for source in ("era5land", "modis"):
         for path in sorted((small_world / "landing" / source).glob("*")):
             harmonise_into_store(source, path, store, settings=settings)
