@@ -20,7 +20,7 @@ from training.protocol.baselines import baselines
 from training.protocol.folds import (FinalTest, Fold, development_samples, final_test, final_test_keys, make_folds,
                                      station_table)
 from training.protocol.frame import cell_frame
-from training.protocol.scores import score_tables
+from training.protocol.scores import difference_table, score_tables
 from training.protocol.variants import fit_and_predict
 from training.samples import SampleSet
 
@@ -92,18 +92,16 @@ def run_protocol(samples: SampleSet, settings: Settings, *, variants: tuple[str,
             echo(f"  {variant}: {info['seconds']:.0f} s, best epoch {info['best_epoch']} of {info['epochs_run']}")
     base_names = list(baselines(cfg.seed))
     models = list(variants) + base_names + list(RAW)
-    cv = score_tables(frame, models, block_days=cfg.bootstrap_block_days, samples=cfg.bootstrap_samples,
-                      seed=cfg.seed, reference=None)
+    bootstrap = dict(block_days=cfg.bootstrap_block_days, samples=cfg.bootstrap_samples, seed=cfg.seed)
+    cv = score_tables(frame, models, **bootstrap)
     overall = cv["overall"].set_index("model")["rmse"]
     strongest = str(overall[base_names].idxmin())
-    cv = score_tables(frame, models, block_days=cfg.bootstrap_block_days, samples=cfg.bootstrap_samples,
-                      seed=cfg.seed, reference=strongest)
+    cv["difference"] = difference_table(frame, models, reference=strongest, **bootstrap)
     ablations = [v for v in variants if v != "gcn_gru"]
     if "gcn_gru" in variants and ablations:
-        # does each removed part earn its place? paired with the full model on the same rows
-        # (on the same rows as every other table: where all models have a value)
-        paired = score_tables(frame, models, block_days=cfg.bootstrap_block_days, samples=cfg.bootstrap_samples,
-                              seed=cfg.seed, reference="gcn_gru")["difference"]
+        # does each removed part earn its place? paired with the full model on the same rows as
+        # every other table (where all models have a value)
+        paired = difference_table(frame, models, reference="gcn_gru", **bootstrap)
         cv["ablation"] = paired[paired["model"].isin(ablations)].reset_index(drop=True)
     timings["cross_validation"] = time.perf_counter() - t_all
 

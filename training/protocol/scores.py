@@ -16,15 +16,39 @@ def common_rows(frame: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return frame.dropna(subset=["obs", *models]).reset_index(drop=True)
 
 
-def score_tables(frame: pd.DataFrame, models: list[str], *, block_days: int, samples: int, seed: int,
-                 reference: str | None = None) -> dict[str, pd.DataFrame]:
-    """``overall``, ``season``, ``regime``, ``station`` tables (one row per group x model) and,
-    with a ``reference`` model, ``difference``: RMSE(model) - RMSE(reference) with its interval."""
+def _resampled(frame: pd.DataFrame, models: list[str], block_days: int, samples: int,
+               seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The common rows of ``models`` with their regime, bootstrap clusters and resample weights."""
     data = common_rows(frame, models)
     data = data.assign(regime=regime_labels(data))
     clusters = cluster_ids(data, block_days)
     n_clusters = int(clusters.max()) + 1 if len(clusters) else 0
     weights = resample_weights(n_clusters, samples, seed) if n_clusters else np.zeros((samples, 0))
+    return data, clusters, weights
+
+
+def _differences(data: pd.DataFrame, models: list[str], reference: str, clusters: np.ndarray,
+                 weights: np.ndarray) -> pd.DataFrame:
+    obs = data["obs"].to_numpy()
+    return pd.DataFrame([{"model": model, "reference": reference,
+                          **difference_interval(obs, data[model].to_numpy(), data[reference].to_numpy(),
+                                                clusters, weights)}
+                         for model in models if model != reference])
+
+
+def difference_table(frame: pd.DataFrame, models: list[str], *, reference: str, block_days: int, samples: int,
+                     seed: int) -> pd.DataFrame:
+    """RMSE(model) - RMSE(reference) with its paired interval, on the rows where every one of
+    ``models`` has a value: the ``difference`` table of ``score_tables`` without the others."""
+    data, clusters, weights = _resampled(frame, models, block_days, samples, seed)
+    return _differences(data, models, reference, clusters, weights)
+
+
+def score_tables(frame: pd.DataFrame, models: list[str], *, block_days: int, samples: int, seed: int,
+                 reference: str | None = None) -> dict[str, pd.DataFrame]:
+    """``overall``, ``season``, ``regime``, ``station`` tables (one row per group x model) and,
+    with a ``reference`` model, ``difference``: RMSE(model) - RMSE(reference) with its interval."""
+    data, clusters, weights = _resampled(frame, models, block_days, samples, seed)
     obs = data["obs"].to_numpy()
     tables: dict[str, pd.DataFrame] = {}
     for name, by in (("overall", None), ("season", "season"), ("regime", "regime"), ("station", "station_id")):
@@ -38,13 +62,7 @@ def score_tables(frame: pd.DataFrame, models: list[str], *, block_days: int, sam
                              **scores_with_intervals(obs, sim, clusters, weights)})
         tables[name] = pd.DataFrame(rows)
     if reference is not None:
-        rows = []
-        for model in models:
-            if model != reference:
-                rows.append({"model": model, "reference": reference,
-                             **difference_interval(obs, data[model].to_numpy(), data[reference].to_numpy(),
-                                                   clusters, weights)})
-        tables["difference"] = pd.DataFrame(rows)
+        tables["difference"] = _differences(data, models, reference, clusters, weights)
     return tables
 
 
