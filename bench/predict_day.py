@@ -5,7 +5,8 @@ alone), several times; medians are reported and appended to bench/results.md wit
 
 Cases (the default model: hidden 16, 2 GCN layers, 7-day window, 10 features):
   steady   the operational cost of one more day: the spatial pass of the new day (tiled, ONNX) and
-           the GRU readout over the 7 cached day embeddings (ONNX, node chunks)
+           the GRU readout over the 7 cached day embeddings (ONNX, node chunks), with ET's
+           calibrated 90 % interval (the three outputs and the season's scaling)
   cold     a day with nothing cached: 7 spatial passes and the readout
   eager    the same model, naive: PyG GCNConv + nn.GRU in PyTorch eager on the whole graph at once
   inputs   assembling one day's features on the full grid from a harmonised store (optional,
@@ -32,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROWS, COLS, T, F = 850, 1390, 7, 10
+DAY = "2021-07-15"            # the product day (its season picks the interval's scale factor)
 
 
 def _features(rng):
@@ -60,7 +62,10 @@ def _export(folder: Path) -> Path:
     model = _model()
     rng = np.random.default_rng(0)
     tile = (rng.normal(size=(T, 12, 12, F)).astype(np.float32), np.ones((12, 12), np.float32))
-    export_onnx(model, folder / "model.onnx", window_days=T, features=FEATURES, parity_tiles=[tile])
+    # a calibration as training writes it, so serving computes the interval bounds too
+    calibration = '{"factors": {"DJF": 1.3, "JJA": 1.6, "MAM": 1.4, "SON": 1.4}, "level": 0.9, "overall": 1.45}'
+    export_onnx(model, folder / "model.onnx", window_days=T, features=FEATURES, parity_tiles=[tile],
+                metadata={"interval_calibration": calibration})
     export_serving_parts(model, folder, window_days=T, n_features=F, parity_tiles=[tile])
     return folder / "model.onnx"
 
@@ -78,9 +83,9 @@ def case(name: str, model_path: str, store: str | None) -> dict:
         model = _model()
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = model(x, edges)
+            out = model(x, edges, interval=True)               # ET and both quantiles, as serving
         seconds = time.perf_counter() - t0
-        return {"case": name, "seconds": seconds, "mean_et": float(out.mean())}
+        return {"case": name, "seconds": seconds, "mean_et": float(out[:, 0].mean())}
     from etfuse.settings import load_settings
     from serving.predictor import Predictor
     settings = load_settings(region="qinghai")
@@ -103,11 +108,14 @@ def case(name: str, model_path: str, store: str | None) -> dict:
         cached = [predictor.embed(model, d) for d in days[:-1]]        # earlier days: already computed
         t0 = time.perf_counter()
         z = predictor.embed(model, days[-1])
-        out = predictor.readout(model, cached + [z], (ROWS, COLS))
+        out = predictor.readout_day(model, cached + [z], (ROWS, COLS), DAY)
     else:
         t0 = time.perf_counter()
-        out = predictor.readout(model, [predictor.embed(model, d) for d in days], (ROWS, COLS))
-    return {"case": name, "seconds": time.perf_counter() - t0, "mean_et": float(out.mean())}
+        out = predictor.readout_day(model, [predictor.embed(model, d) for d in days], (ROWS, COLS), DAY)
+    if out.bounds is None:
+        raise RuntimeError(f"{model_path}: the model has no interval; the bench times ET with its interval")
+    return {"case": name, "seconds": time.perf_counter() - t0, "mean_et": float(out.et.mean()),
+            "mean_width_mm": float((out.et_q95 - out.et_q05).mean())}
 
 
 def measure(name: str, model_path: Path, store: str | None) -> dict:

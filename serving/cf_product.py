@@ -39,6 +39,7 @@ import pandas as pd
 
 from etfuse import clock
 from etfuse.grid import TargetGrid
+from etfuse.interval import BOUND_NAMES
 
 CONVENTIONS = "CF-1.11, ACDD-1.3"
 #: The product line's version: bumped when the file layout or the method changes.
@@ -223,14 +224,16 @@ def write_product_file(path: Path, grid: TargetGrid, provenance: list[DayProvena
                        blocks: Callable[[int, int], np.ndarray], *, chunks: tuple[int, int, int],
                        compression_level: int, least_significant_digit: int | None,
                        global_attrs: Mapping[str, object], block_days: int | None = None,
-                       lock: AbstractContextManager | None = None) -> None:
+                       lock: AbstractContextManager | None = None, bounds: bool = False) -> None:
     """Write a complete product file at ``path`` (the caller renames it into place).
 
     ``blocks(t0, t1)`` returns ET [mm] for days ``provenance[t0:t1]`` as float32 ``(t1 - t0, n_lat,
     n_lon)`` with NaN (or ``FILL_VALUE``) where there is no value; it is called for consecutive blocks of ``block_days``
     days (default: the time chunk), so memory stays at one block and each chunk is written once.
     ``blocks`` may replace entries of ``provenance`` (a day that changed while it was read): the
-    provenance variables are written last, from the list as it is then.  ``lock`` is held around
+    provenance variables are written last, from the list as it is then.  With ``bounds`` the file
+    also holds the 90 % interval (``et_q05``, ``et_q95``, named in ``et:ancillary_variables``) and
+    ``blocks`` returns a dict of the three arrays (NaN where a day has no interval).  ``lock`` is held around
     every netCDF call made here but not while ``blocks`` runs (it takes the lock itself if it reads
     netCDF files), so other threads' reads are not held up for a whole yearly build.
     """
@@ -304,22 +307,40 @@ def write_product_file(path: Path, grid: TargetGrid, provenance: list[DayProvena
                 "et", "f4", ("time", "lat", "lon"), zlib=compression_level > 0,
                 complevel=max(compression_level, 1), shuffle=compression_level > 0, chunksizes=chunks,
                 fill_value=FILL_VALUE, least_significant_digit=least_significant_digit)
+            ancillary = "product_status sources_used model_version input_fingerprint"
             _set_attrs(et, {"standard_name": "water_evapotranspiration_amount",
                             "long_name": "actual evapotranspiration, daily total 00-24 UTC",
                             "units": "kg m-2", "cell_methods": "time: sum", "grid_mapping": "crs",
                             "missing_value": FILL_VALUE, "coverage_content_type": "modelResult",
-                            "ancillary_variables": "product_status sources_used model_version input_fingerprint",
+                            "ancillary_variables": ancillary + (" " + " ".join(BOUND_NAMES) if bounds else ""),
                             "comment": "1 kg m-2 = 1 mm of water; positive for evaporation"})
+            variables = {"et": et}
+            for name, (quantile, side) in zip(BOUND_NAMES, ((0.05, "lower"), (0.95, "upper"))) if bounds else ():
+                var = nc.createVariable(
+                    name, "f4", ("time", "lat", "lon"), zlib=compression_level > 0,
+                    complevel=max(compression_level, 1), shuffle=compression_level > 0, chunksizes=chunks,
+                    fill_value=FILL_VALUE, least_significant_digit=least_significant_digit)
+                _set_attrs(var, {"long_name": (f"{side} bound of the 90 % prediction interval of actual "
+                                               f"evapotranspiration (the {quantile:.0%} quantile), daily total"),
+                                 "units": "kg m-2", "cell_methods": "time: sum", "grid_mapping": "crs",
+                                 "missing_value": FILL_VALUE, "coverage_content_type": "qualityInformation",
+                                 "comment": ("the model's raw quantile half-width scaled by a per-season conformal "
+                                             "factor calibrated on stations it was not trained on; covers about 90 % "
+                                             "of station-days (model card)")})
+                variables[name] = var
         step = block_days or chunks[0]
         for t0 in range(0, n_days, step):
             t1 = min(n_days, t0 + step)
-            block = np.asarray(blocks(t0, t1), dtype=np.float32)
-            if block.shape != (t1 - t0, n_lat, n_lon):
-                raise ValueError(f"expected an ET block of shape {(t1 - t0, n_lat, n_lon)}, got {block.shape}")
-            # a plain array with the fill value (masked arrays cost more than the compression)
-            block = np.where(np.isnan(block), FILL_VALUE, block)
-            with guard:
-                et[t0:t1] = block
+            got = blocks(t0, t1)
+            fields = got if isinstance(got, Mapping) else {"et": got}
+            for name, var in variables.items():
+                block = np.asarray(fields[name], dtype=np.float32)
+                if block.shape != (t1 - t0, n_lat, n_lon):
+                    raise ValueError(f"expected a {name} block of shape {(t1 - t0, n_lat, n_lon)}, got {block.shape}")
+                # a plain array with the fill value (masked arrays cost more than the compression)
+                block = np.where(np.isnan(block), FILL_VALUE, block)
+                with guard:
+                    var[t0:t1] = block
         with guard:
             # Provenance last: each day's provenance describes the values written for it.
             mv[:] = np.array([p.model_version for p in provenance], dtype=np.int32)

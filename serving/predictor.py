@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from etfuse.errors import EtfuseError
+from etfuse.interval import IntervalCalibration, IntervalError, apply_interval
 from etfuse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class LoadedModel:
     features: list[str]
     receptive_field: int
     hidden: int
+    #: the temporal graph's outputs: ``et`` and, for models with an interval, ``et_q05``/``et_q95``
+    outputs: tuple[str, ...] = ("et",)
+    #: the scale factors of the raw quantiles (None: the model has no interval)
+    interval: IntervalCalibration | None = None
 
     @property
     def execution_provider(self) -> str:
@@ -119,6 +124,19 @@ def serving_files(model_path: Path) -> dict[str, Path]:
             return paths
     raise PredictorError(f"{model_path}: the serving graphs {sorted(SERVING_PARTS.values())} are not beside the model "
                          "(models registered by etfuse train carry them in extra_files/)")
+
+
+@dataclass(frozen=True)
+class DayFields:
+    """One product day's fields [mm]: ET and, for models with an interval, its calibrated bounds."""
+
+    et: np.ndarray
+    et_q05: np.ndarray | None = None
+    et_q95: np.ndarray | None = None
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self.et_q05 is None else (self.et_q05, self.et_q95)
 
 
 class DayEmbeddings:
@@ -185,10 +203,15 @@ class Predictor:
         temporal, _ = _session(files["temporal"], **opts)
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         try:
+            outputs = tuple(o.name for o in temporal.get_outputs())
+            interval = None
+            if {"et_q05", "et_q95"} <= set(outputs) and "interval_calibration" in meta:
+                interval = IntervalCalibration.from_json(meta["interval_calibration"], source=f"{path} metadata")
             loaded = LoadedModel(version, path, spatial, temporal, active, int(meta["window_days"]),
                                  json.loads(meta["features"]), int(meta["receptive_field"]),
-                                 int(spatial.get_outputs()[0].shape[1]))
-        except (KeyError, TypeError, ValueError) as exc:
+                                 int(spatial.get_outputs()[0].shape[1]),
+                                 outputs=outputs if interval is not None else ("et",), interval=interval)
+        except (KeyError, TypeError, ValueError, IntervalError) as exc:
             raise PredictorError(f"{path}: the ONNX model lacks the metadata {exc} that etfuse writes at export") from exc
         log.info("serving model version %s from %s on %s", version, path, active)
         return loaded
@@ -210,7 +233,13 @@ class Predictor:
         return np.ascontiguousarray(z.reshape(model.hidden, h * w).T)
 
     def readout(self, model: LoadedModel, window: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-        """ET [mm] of the window's last day from its days' embeddings -> ``(H, W)``.
+        """ET [mm] of the window's last day from its days' embeddings -> ``(H, W)``."""
+        return self.readout_day(model, window, shape).et
+
+    def readout_day(self, model: LoadedModel, window: list[np.ndarray], shape: tuple[int, int],
+                    day=None) -> "DayFields":
+        """ET [mm] of the window's last day ``day`` -> ``(H, W)``, with its calibrated 90 % interval
+        when the model has one (the season's factor of ``day``; without ``day``, the all-season one).
 
         Cells whose output is not finite or is negative are an error: a model that returns them is
         refused here as at the gate, and the day is not written.
@@ -218,19 +247,26 @@ class Predictor:
         if len(window) != model.window_days:
             raise PredictorError(f"model v{model.version} needs {model.window_days} days of embeddings, got {len(window)}")
         n = window[0].shape[0]
-        out = np.empty(n, dtype=np.float32)
+        names = list(model.outputs)
+        out = np.empty((len(names), n), dtype=np.float32)
         chunk = self.TEMPORAL_CHUNK
         buf = np.empty((len(window), chunk, model.hidden), dtype=np.float32)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
             for k, z in enumerate(window):
                 buf[k, :e - s] = z[s:e]
-            out[s:e] = model.temporal.run(["et"], {"z": buf[:, :e - s]})[0]
+            for j, values in enumerate(model.temporal.run(names, {"z": buf[:, :e - s]})):
+                out[j, s:e] = values
         bad = ~np.isfinite(out) | (out < 0)
         if bad.any():
             raise PredictorError(f"model v{model.version} returned {int(bad.sum())} non-finite or negative values; "
                                  "the day is not written")
-        return out.reshape(shape)
+        et = out[0].reshape(shape)
+        if model.interval is None:
+            return DayFields(et)
+        factor = model.interval.overall if day is None else model.interval.factor(day)
+        lower, upper = apply_interval(et, out[1].reshape(shape), out[2].reshape(shape), factor)
+        return DayFields(et, lower, upper)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """ET [mm] of the last day of ``x (T, H, W, F)`` (raw features, NaN = missing) -> ``(H, W)``."""

@@ -54,6 +54,7 @@ import pandas as pd
 
 from etfuse.clock import utcnow
 from etfuse.grid import TargetGrid
+from etfuse.interval import BOUND_NAMES
 from etfuse.settings import Settings
 from etfuse.sources.common import file_sha256
 from etfuse.tempfiles import temporary_name
@@ -176,7 +177,8 @@ class ProductStore(ProductReads, ProductLedger):
 
     def write_day(self, day, et_mm: np.ndarray, *, model_version: int, status: str, sources_used: Iterable[str],
                   fingerprint: str, allow_downgrade: bool = False, quicklook: bool | None = None,
-                  execution_provider: str | None = None) -> Action:
+                  execution_provider: str | None = None,
+                  bounds: tuple[np.ndarray, np.ndarray] | None = None) -> Action:
         """Store one product day: ``written`` (new), ``unchanged`` (same key) or ``replaced``.
 
         ``et_mm`` is the day's total [mm = kg m-2] on the grid (rows north to south), NaN where
@@ -184,10 +186,19 @@ class ProductStore(ProductReads, ProductLedger):
         day's PNG after a write (a failure to draw is logged, not raised: the product is stored).
         ``execution_provider`` (the onnxruntime provider that computed the day, e.g.
         ``CUDAExecutionProvider``) goes into the file's global attribute ``etfuse_execution_provider``,
-        its ``history`` and the ledger's history row (``detail``).
+        its ``history`` and the ledger's history row (``detail``).  ``bounds`` (the calibrated 5 %
+        and 95 % bounds [mm] of models with an interval) are written as ``et_q05`` and ``et_q95``.
         """
         day = _day(day)
         arr = self._check_write_args(et_mm, model_version, status, sources_used, fingerprint)
+        fields = None
+        if bounds is not None:
+            fields = {"et": arr[None]}
+            for name, values in zip(BOUND_NAMES, bounds):
+                b = np.asarray(values, dtype=np.float32).reshape(-1, *self.grid.shape)[-1]
+                if b.shape != arr.shape:
+                    raise ProductError(f"{name} has shape {b.shape}, expected the grid's {arr.shape}")
+                fields[name] = b[None]
         prov = DayProvenance(day, int(model_version), status, frozenset(sources_used), fingerprint)
         path = self.day_path(day)
         key = f"{day:%Y-%m-%d}"
@@ -210,13 +221,13 @@ class ProductStore(ProductReads, ProductLedger):
                     f"provisional day (model v{prov.model_version}); pass allow_downgrade=True if that is meant")
             action: Action = "replaced" if stored is not None else "written"
             on = f", on {execution_provider}" if execution_provider else ""
-            sha = self._write_file(path, [prov], lambda t0, t1: arr[None], DAILY_CHUNKS,
+            sha = self._write_file(path, [prov], lambda t0, t1: arr[None] if fields is None else fields, DAILY_CHUNKS,
                                    ident=f"etfuse_et_{key}", period=key, start=day,
                                    end=day + pd.Timedelta(days=1),
                                    history=(f"{iso_utc(utcnow())} etfuse write_day: model v{prov.model_version}, "
                                             f"{status}, sources {_sources_text(prov.sources_used) or 'none'}{on}"),
                                    extra_attrs={"etfuse_execution_provider": execution_provider}
-                                   if execution_provider else None)
+                                   if execution_provider else None, bounds=fields is not None)
             now = iso_utc(utcnow())
             with self._db() as db:
                 self._upsert(db, prov, path, sha, now, replaced=action == "replaced")
@@ -237,7 +248,7 @@ class ProductStore(ProductReads, ProductLedger):
 
     def _write_file(self, path: Path, provenance: Sequence[DayProvenance], blocks, chunks, *, ident: str,
                     period: str, start: pd.Timestamp, end: pd.Timestamp, history: str,
-                    extra_attrs: dict[str, str] | None = None) -> str:
+                    extra_attrs: dict[str, str] | None = None, bounds: bool = False) -> str:
         """Write-then-rename one product file; returns its SHA-256."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_name(path)
@@ -254,7 +265,7 @@ class ProductStore(ProductReads, ProductLedger):
             write_product_file(tmp, self.grid, provenance, blocks, chunks=chunks,
                                compression_level=serving.compression_level,
                                least_significant_digit=serving.least_significant_digit, global_attrs=attrs,
-                               lock=_NC_LOCK)
+                               lock=_NC_LOCK, bounds=bounds)
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
             with _NC_LOCK, netCDF4.Dataset(tmp, "r") as nc:      # a file that does not open never replaces one
@@ -267,6 +278,11 @@ class ProductStore(ProductReads, ProductLedger):
             if tmp.exists():
                 tmp.unlink()
         return sha
+
+    @staticmethod
+    def _has_bounds(path: Path) -> bool:
+        with _NC_LOCK, netCDF4.Dataset(path, "r") as nc:
+            return all(name in nc.variables for name in BOUND_NAMES)
 
     # ------------------------------------------------------------------ yearly files
     def stale_years(self) -> list[int]:
@@ -306,16 +322,21 @@ class ProductStore(ProductReads, ProductLedger):
         if not usable:
             return None
 
-        def blocks(t0: int, t1: int) -> np.ndarray:
-            out = np.empty((t1 - t0,) + self.grid.shape, dtype=np.float32)
+        with_bounds = any(self._has_bounds(p) for p in usable)
+        names = ("et",) + (BOUND_NAMES if with_bounds else ())
+
+        def blocks(t0: int, t1: int) -> dict[str, np.ndarray]:
+            out = {name: np.full((t1 - t0,) + self.grid.shape, np.nan, dtype=np.float32) for name in names}
             for k in range(t0, t1):
                 with _NC_LOCK, netCDF4.Dataset(usable[k], "r") as nc:
                     prov = read_provenance(nc)[0]
                     if prov != provenance[k]:       # replaced since the provenance pass
                         provenance[k] = prov
-                    et = nc["et"]
-                    et.set_auto_mask(False)          # keeps the fill value as it is: no masked arrays
-                    out[k - t0] = et[0]
+                    for name in names:
+                        if name in nc.variables:     # a day of a model without interval: NaN bounds
+                            var = nc[name]
+                            var.set_auto_mask(False)  # keeps the fill value as it is: no masked arrays
+                            out[name][k - t0] = var[0]
             return out
 
         first, last = provenance[0].day, provenance[-1].day
@@ -324,7 +345,7 @@ class ProductStore(ProductReads, ProductLedger):
             path, provenance, blocks, YEARLY_CHUNKS, ident=f"etfuse_et_{year:04d}", period=f"{year:04d}",
             start=first, end=last + pd.Timedelta(days=1),
             history=f"{iso_utc(utcnow())} etfuse build_year: {len(usable)} daily files "
-                    f"{first:%Y-%m-%d}..{last:%Y-%m-%d}")
+                    f"{first:%Y-%m-%d}..{last:%Y-%m-%d}", bounds=with_bounds)
         # A day replaced after blocks() read it leaves the yearly file with the older version and
         # its provenance: read_point then reads that day from its daily file until the next build.
         seconds = time.perf_counter() - t_begin

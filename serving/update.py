@@ -257,15 +257,16 @@ def run_update(settings: Settings, *, predictor, product, store: HarmonisedStore
                 log.info("a priority update is waiting for the product lock: giving way after %d of %d day(s)",
                          k, len(todo))
                 break
-            et = predictor.readout(model, [embeddings.days[d] for d in window], reader.grid.shape)
+            fields = predictor.readout_day(model, [embeddings.days[d] for d in window], reader.grid.shape, plan.day)
             previous = product.record(plan.day)
             if previous is not None and previous.status == "final" and plan.status == "provisional":
                 log.warning("%s goes back from final to provisional: its inputs now include preliminary data",
                             f"{plan.day:%Y-%m-%d}")
             # the product says what its inputs are, even when that is a step back
-            action = product.write_day(plan.day, et, model_version=model.version, status=plan.status,
+            action = product.write_day(plan.day, fields.et, model_version=model.version, status=plan.status,
                                        sources_used=present[plan.day], fingerprint=plan.fingerprint,
-                                       allow_downgrade=True, execution_provider=model.execution_provider)
+                                       allow_downgrade=True, execution_provider=model.execution_provider,
+                                       bounds=fields.bounds)
             report.written[f"{plan.day:%Y-%m-%d}"] = action
             report.providers[f"{plan.day:%Y-%m-%d}"] = model.execution_provider
             report.seconds_per_day.append(time.perf_counter() - t0)

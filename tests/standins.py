@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 
 
-def export_small_model(folder: Path, window_days: int = 7) -> Path:
+#: the interval calibration the small model carries (per-season factors of the raw half-widths)
+SMALL_MODEL_INTERVAL = '{"factors": {"DJF": 1.5, "JJA": 2.0, "MAM": 1.2, "SON": 1.0}, "level": 0.9, "overall": 1.4}'
+
+
+def export_small_model(folder: Path, window_days: int = 7, *, interval: bool = True) -> Path:
     """A small GCN-GRU (hidden 8, seeded) with plausible feature statistics, exported as the whole
-    model plus the two serving graphs into ``folder``; returns model.onnx."""
+    model plus the two serving graphs into ``folder``; returns model.onnx.  ``interval``: the
+    model carries ``SMALL_MODEL_INTERVAL`` (without it, serving treats it as a model of before the
+    interval: no bounds)."""
     import torch
 
     from etfuse.features import FEATURES
@@ -23,7 +29,8 @@ def export_small_model(folder: Path, window_days: int = 7) -> Path:
     rng = np.random.default_rng(0)
     tile = (rng.normal(size=(window_days, 9, 9, n)).astype(np.float32), np.ones((9, 9), np.float32))
     folder.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, folder / "model.onnx", window_days=window_days, features=FEATURES, parity_tiles=[tile])
+    export_onnx(model, folder / "model.onnx", window_days=window_days, features=FEATURES, parity_tiles=[tile],
+                metadata={"interval_calibration": SMALL_MODEL_INTERVAL} if interval else None)
     export_serving_parts(model, folder, window_days=window_days, n_features=n, parity_tiles=[tile])
     return folder / "model.onnx"
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from etfuse.tempfiles import temporary_name
 from etfuse.errors import EtfuseError
-from training.model import GcnGru, king_edges
+from training.model import OUTPUTS, GcnGru, king_edges
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class SpatialGrid(nn.Module):
 
 
 class TemporalHead(nn.Module):
-    """Serving part 2, per node: ``z (T, N, C)`` -> ET of the last day ``(N,)`` [mm].
+    """Serving part 2, per node: ``z (T, N, C)`` -> the last day's ``et``, ``et_q05`` and ``et_q95``
+    ``(N,)`` each [mm] (the raw quantiles; serving scales them with the model's calibration).
 
     The GRU written out step by step (input projections of all days in one matrix product), which
     onnxruntime runs faster on node chunks than its fused GRU operator; equal to ``nn.GRU``.
@@ -130,17 +131,18 @@ class TemporalHead(nn.Module):
             u = torch.sigmoid(gi[:, hd:2 * hd] + gh[..., hd:2 * hd])
             n = torch.tanh(gi[:, 2 * hd:] + r * gh[..., 2 * hd:])
             h = (1 - u) * n if h is None else (1 - u) * n + u * h
-        return nn.functional.softplus(self.model.head(h)).squeeze(-1)
+        out = self.model.outputs(h)
+        return out[:, 0], out[:, 1], out[:, 2]
 
 
 SERVING_PARTS = {"spatial": "serving_spatial.onnx", "temporal": "serving_temporal.onnx"}
 
 
-def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], output: str,
+def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], outputs: list[str],
             dynamic_shapes: tuple) -> None:
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")          # the exporter's notes on dynamic axis names
-        torch.onnx.export(module, example, str(path), dynamo=True, input_names=input_names, output_names=[output],
+        torch.onnx.export(module, example, str(path), dynamo=True, input_names=input_names, output_names=outputs,
                           opset_version=18, external_data=False, verbose=False, dynamic_shapes=dynamic_shapes)
 
 
@@ -155,18 +157,18 @@ def export_serving_parts(model: GcnGru, folder: Path, *, window_days: int, n_fea
     height = torch.export.Dim("height", min=3, max=8192)
     width = torch.export.Dim("width", min=3, max=8192)
     _export(SpatialGrid(model).eval(), (torch.zeros(2, n_features, 8, 8), torch.ones(2, 8, 8)), paths["spatial"],
-            ["x", "mask"], "z", ({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width}))
+            ["x", "mask"], ["z"], ({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width}))
     nodes = torch.export.Dim("nodes", min=2, max=1 << 28)
     _export(TemporalHead(model).eval(), (torch.zeros(window_days, 16, model.hidden),), paths["temporal"],
-            ["z"], "et", ({1: nodes},))
+            ["z"], list(OUTPUTS), ({1: nodes},))
     bad = (graph_ops(paths["spatial"]) | graph_ops(paths["temporal"])) & FORBIDDEN_OPS
     if bad:
         raise ExportError(f"{folder}: the serving graphs contain {sorted(bad)}; expected no scatter operations")
     spatial, temporal = onnx_session(paths["spatial"]), onnx_session(paths["temporal"])
     worst, compared = 0.0, 0
     for x, mask in parity_tiles:
-        expected = pyg_on_tile(model, x, mask)
-        got = run_parts(spatial, temporal, x, mask)
+        expected = pyg_on_tile(model, x, mask, interval=True)
+        got = run_parts(spatial, temporal, x, mask, outputs=OUTPUTS)
         valid = mask.astype(bool)
         diff = np.abs(got[valid] - expected[valid])
         worst = max(worst, float(diff.max()) if diff.size else 0.0)
@@ -177,13 +179,15 @@ def export_serving_parts(model: GcnGru, folder: Path, *, window_days: int, n_fea
     return paths, ParityReport(worst, compared, tuple(sorted(graph_ops(paths["spatial"]) | graph_ops(paths["temporal"]))))
 
 
-def run_parts(spatial, temporal, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The serving path on one whole tile ``x (T, H, W, F)``: spatial per day, then temporal per cell."""
+def run_parts(spatial, temporal, x: np.ndarray, mask: np.ndarray, *, outputs: tuple[str, ...] = ("et",)) -> np.ndarray:
+    """The serving path on one whole tile ``x (T, H, W, F)``: spatial per day, then temporal per
+    cell -> ``(H, W)`` ET, or ``(H, W, K)`` for ``outputs`` of more than one name."""
     t, h, w, _ = x.shape
     z = [spatial.run(["z"], {"x": np.ascontiguousarray(x[k].transpose(2, 0, 1))[None],
                              "mask": mask[None].astype(np.float32)})[0][0] for k in range(t)]
     seq = np.stack([zk.reshape(zk.shape[0], h * w).T for zk in z])          # (T, N, C)
-    return temporal.run(["et"], {"z": np.ascontiguousarray(seq)})[0].reshape(h, w)
+    got = temporal.run(list(outputs), {"z": np.ascontiguousarray(seq)})
+    return got[0].reshape(h, w) if len(outputs) == 1 else np.stack([g.reshape(h, w) for g in got], axis=-1)
 
 
 @dataclass(frozen=True)
@@ -197,14 +201,16 @@ def graph_ops(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def pyg_on_tile(model: GcnGru, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The PyG model on one gridded tile ``x (T, H, W, F)``: ET per cell ``(H, W)`` (NaN off the mask)."""
+def pyg_on_tile(model: GcnGru, x: np.ndarray, mask: np.ndarray, *, interval: bool = False) -> np.ndarray:
+    """The PyG model on one gridded tile ``x (T, H, W, F)``: ET per cell ``(H, W)`` (NaN off the
+    mask); ``interval``: ``(H, W, 3)`` with the raw quantiles."""
     t, h, w, f = x.shape
     valid = mask.astype(bool)
     edges = torch.as_tensor(king_edges(h, w, valid))
     with torch.no_grad():
-        out = model(torch.as_tensor(x.reshape(t, h * w, f)), edges).numpy().reshape(h, w)
-    return np.where(valid, out, np.nan)
+        out = model(torch.as_tensor(x.reshape(t, h * w, f)), edges, interval=interval).numpy()
+    out = out.reshape((h, w, 3) if interval else (h, w))
+    return np.where(valid[..., None] if interval else valid, out, np.nan)
 
 
 def onnx_session(path: Path, threads: int = 1):

@@ -19,6 +19,9 @@ import torch
 from torch import nn
 from torch_geometric.nn import GCNConv
 
+#: the model's outputs per node, in order [kg m-2 = mm per day]
+OUTPUTS = ("et", "et_q05", "et_q95")
+
 
 class InputEncoder(nn.Module):
     """``(..., F)`` raw features with NaN -> ``(..., 2F)``: normalised values (0 where missing) and masks."""
@@ -49,7 +52,8 @@ class GcnGru(nn.Module):
         self.convs = nn.ModuleList(GCNConv(a, b, add_self_loops=True, normalize=True)
                                    for a, b in zip(widths[:-1], widths[1:]))
         self.gru = nn.GRU(hidden, hidden)
-        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        # three outputs per node: ET, and the raw 5 % and 95 % quantiles (etfuse/interval.py)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, len(OUTPUTS)))
         self.hidden = hidden
 
     @property
@@ -62,12 +66,31 @@ class GcnGru(nn.Module):
             z = torch.relu(conv(z, edge_index))
         return z
 
+    def outputs(self, h: torch.Tensor) -> torch.Tensor:
+        """Last hidden state ``(N, hidden)`` -> ``(N, 3)``: ET, raw q05, raw q95 [mm day-1].
+
+        ET is softplus-positive; the quantiles are ET minus / plus softplus half-widths, so
+        ``0 <= q05 <= et <= q95`` by construction.  In training the half-widths hang on a detached
+        ET: the pinball loss shapes the widths and the shared layers, never the point estimate.
+        """
+        o = self.head(h)
+        et = nn.functional.softplus(o[..., 0])
+        base = et.detach() if self.training else et
+        q05 = torch.relu(base - nn.functional.softplus(o[..., 1]))
+        q95 = base + nn.functional.softplus(o[..., 2])
+        return torch.stack([et, q05, q95], dim=-1)
+
+    def readout_all(self, sequence: torch.Tensor) -> torch.Tensor:
+        """``(T, N, hidden)`` -> ``(N, 3)`` outputs of the window's last day (see ``outputs``)."""
+        out, _ = self.gru(sequence)
+        return self.outputs(out[-1])
+
     def readout(self, sequence: torch.Tensor) -> torch.Tensor:
         """``(T, N, hidden)`` -> ET of the last day ``(N,)`` [mm day-1], softplus-positive."""
-        out, _ = self.gru(sequence)
-        return nn.functional.softplus(self.head(out[-1])).squeeze(-1)
+        return self.readout_all(sequence)[..., 0]
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, nodes: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, nodes: torch.Tensor | None = None, *,
+                interval: bool = False) -> torch.Tensor:
         """``x``: ``(T, N, F)`` raw features of N graph nodes over T days; ``edge_index``: ``(2, E)``.
 
         ``nodes`` (indices) limits the output to those nodes: the GRU runs per node, so the result
@@ -75,13 +98,16 @@ class GcnGru(nn.Module):
         (training only needs the station nodes; about 50 times less GRU work on 7 x 7 patches).
         """
         days = torch.stack([self.spatial(self.encoder(x[t]), edge_index) for t in range(x.shape[0])])
-        return self.readout(days if nodes is None else days[:, nodes])
+        out = self.readout_all(days if nodes is None else days[:, nodes])
+        return out if interval else out[..., 0]
 
-    def forward_patches(self, x: torch.Tensor, adjacency: torch.Tensor, centre: int) -> torch.Tensor:
+    def forward_patches(self, x: torch.Tensor, adjacency: torch.Tensor, centre: int, *,
+                        interval: bool = False) -> torch.Tensor:
         """The same layers on a batch of equal-sized patches, with a dense normalised adjacency.
 
         ``x``: ``(T, B, P, F)`` raw features; ``adjacency``: ``(B, P, P)`` from ``gcn_adjacency``;
-        returns ET at node ``centre`` of each patch ``(B,)``.  Each ``GCNConv`` is applied as
+        returns ET at node ``centre`` of each patch ``(B,)`` (``interval``: all three outputs
+        ``(B, 3)``).  Each ``GCNConv`` is applied as
         ``A_hat @ (z W) + b``, which is what its sparse propagation computes (tested to 1e-5), but
         as one batched matrix product for all days and patches instead of 2 scatters and a degree
         normalisation per day and layer: training on 7 x 7 patches is several times faster.
@@ -89,7 +115,8 @@ class GcnGru(nn.Module):
         z = self.encoder(x)
         for conv in self.convs:
             z = torch.relu(torch.matmul(adjacency, conv.lin(z)) + conv.bias)
-        return self.readout(z[:, :, centre])
+        out = self.readout_all(z[:, :, centre])
+        return out if interval else out[..., 0]
 
 
 def gcn_adjacency(height: int, width: int, valid: np.ndarray | None = None) -> np.ndarray:

@@ -20,6 +20,7 @@ from etfuse.features import FEATURES
 from etfuse.store import HarmonisedStore
 from etfuse.settings import Settings
 from training.evaluate import heldout_frame, plots, score_table, summary_metrics
+from training.calibration import calibrate_frame, interval_check, interval_metrics, with_interval
 from training.protocol.card import model_card
 from training.protocol.heldout import add_baselines, comparisons, strongest
 from training.export import export_onnx, export_serving_parts, onnx_session
@@ -113,7 +114,14 @@ def run_training(settings: Settings, *, registry=None, actor: str = "cli", start
     frame = heldout_frame(samples, split)
     keys = pd.concat([split.spatial, split.temporal, split.heldout_late], ignore_index=True)
     batcher = PatchBatcher(samples, torch.device("cpu"))
-    frame["fused"] = predict(result.model, batcher, keys)
+    outputs = predict(result.model, batcher, keys, interval=True)
+    frame["fused"], frame["fused_q05_raw"], frame["fused_q95_raw"] = outputs[:, 0], outputs[:, 1], outputs[:, 2]
+    calibration, calibrated_on = calibrate_frame(frame)
+    frame = with_interval(frame, calibration)
+    interval_table = interval_check(frame, calibrated_on)
+    echo(f"interval: {calibration.level:.0%} half-widths scaled by {calibration.overall:.2f} (per season "
+         f"{', '.join(f'{k} {v:.2f}' for k, v in calibration.factors.items())}), calibrated on the {calibrated_on} "
+         "station-days; coverage " + ", ".join(f"{r.season} {r.coverage:.1%}" for r in interval_table.itertuples()))
     for source in ("gleam", "modis"):
         frame[f"fused_without_{source}"] = predict(result.model, batcher, keys, drop_source=source)
     models = ["fused"] + [m for m in ("gleam", "era5land") if frame[m].notna().any()]
@@ -144,6 +152,7 @@ def run_training(settings: Settings, *, registry=None, actor: str = "cli", start
     gate_comparisons = comparisons(frame, "fused", references, settings)
     metrics = summary_metrics(frame, models)
     metrics["heldout_rmse"] = metrics["heldout_fused_rmse"]
+    metrics.update(interval_metrics(interval_table, calibration))
     for column in baseline_columns:
         metrics[f"heldout_{column}_rmse"] = float(score_table(frame, [column])["rmse"].iloc[0])
     for c in gate_comparisons:
@@ -162,7 +171,8 @@ def run_training(settings: Settings, *, registry=None, actor: str = "cli", start
     onnx_path = work / "model.onnx"
     parity = export_onnx(result.model, onnx_path, window_days=settings.window_days, features=FEATURES,
                          parity_tiles=_parity_tiles(samples, keys, np.random.default_rng(settings.training.seed)),
-                         metadata={"etfuse_version": __version__, "normalisation": norm})
+                         metadata={"etfuse_version": __version__, "normalisation": norm,
+                                   "interval_calibration": calibration.to_json()})
     tiles = _parity_tiles(samples, keys, np.random.default_rng(settings.training.seed + 1))
     serving_paths, serving_parity = export_serving_parts(result.model, work / "serving", window_days=settings.window_days,
                                                          n_features=len(FEATURES), parity_tiles=tiles)
@@ -197,7 +207,10 @@ def run_training(settings: Settings, *, registry=None, actor: str = "cli", start
                     "best_epoch": result.best_epoch},
             overall=score_table(frame, card_models), by_season=score_table(frame, card_models, by="season"),
             by_station=score_table(frame, card_models, by="station_id"), gate_comparisons=gate_comparisons,
-            plots=[p.name for p in figures], code_version=code_version()))
+            plots=[p.name for p in figures], code_version=code_version(), interval=interval_table,
+            interval_note=(f"Half-widths of the raw 5/95 % quantiles scaled per season (factors "
+                           f"{calibration.to_json()}), calibrated on the {calibrated_on} station-days; coverage "
+                           "checked on the held-out station-days the calibration did not use.")))
         record = TrainingRecord(
             params={**settings.training.model_dump(mode="json"), "window_days": settings.window_days,
                     "features": ",".join(FEATURES), "best_epoch": result.best_epoch, "region": settings.region.name},
@@ -205,6 +218,7 @@ def run_training(settings: Settings, *, registry=None, actor: str = "cli", start
             tables={"heldout_overall": table, "heldout_by_set": by_set,
                     "heldout_by_station": score_table(frame, models, by="station_id"),
                     "heldout_by_season": score_table(frame, models, by="season"),
+                    "interval_coverage": interval_table,
                     "training_history": pd.DataFrame(result.history)},
             plots=figures,
             data_window=window,

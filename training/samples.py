@@ -38,6 +38,8 @@ class SampleSet:
     ``features``: ``(stations, days, patch_cells, F)`` with every available source;
     ``lst_modis`` / ``lst_skt``: ``(stations, days, patch_cells)`` the two LST candidates, so that
     source dropout can replace MODIS by the skt fallback exactly as operations do;
+    ``lst_skt_default``: skt plus the default offset, the fallback of a day with no MODIS file at
+    all (nothing to measure the day's offset on), as before 2000 (None: use ``lst_skt``);
     ``targets``: ``(stations, days)`` observed ET [mm], NaN when missing.
     """
 
@@ -51,6 +53,7 @@ class SampleSet:
     patch_size: int
     window_days: int
     fingerprints: dict[str, str] = field(default_factory=dict)
+    lst_skt_default: np.ndarray | None = None
 
     @property
     def centre(self) -> int:
@@ -126,6 +129,10 @@ def build_samples(store: HarmonisedStore, settings: Settings, *, start=None, end
     elevation = None if dem is None else np.where(valid, dem[safe_r, safe_c], np.nan)
     features = assemble(raw, lat=lat, lon=lon, elevation=elevation)   # (days, stations, P, F)
     lst_skt = np.where(np.isfinite(raw.values["skt"]), raw.values["skt"] + raw.lst_offset_k[:, None, None], np.nan)
+    # a day without any MODIS file has no overlap to measure the offset on: operations (and the
+    # pre-2000 archive) use the default offset, so training's "MODIS did not arrive" does too
+    lst_skt_default = np.where(np.isfinite(raw.values["skt"]),
+                               raw.values["skt"] + settings.lst.fallback_default_offset_k, np.nan).astype(np.float32)
     # targets: mean of the observations of a location on a day (several sources may observe it)
     key = {(sid, rr, cc): k for k, (sid, rr, cc) in enumerate(zip(stations["station_id"], stations["row"], stations["col"]))}
     targets = np.full((len(stations), len(days)), np.nan, dtype=np.float32)
@@ -140,7 +147,7 @@ def build_samples(store: HarmonisedStore, settings: Settings, *, start=None, end
         grouped.sort_values(["station_id", "date"]).to_csv(index=False).encode()).hexdigest()
     swap = lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1))  # noqa: E731  (days, st, ...) -> (st, days, ...)
     return SampleSet(features=swap(features), lst_modis=swap(raw.values["lst_modis"]), lst_skt=swap(lst_skt),
-                     targets=targets, days=days, stations=stations, patch_valid=valid, patch_size=size,
+                     lst_skt_default=swap(lst_skt_default), targets=targets, days=days, stations=stations, patch_valid=valid, patch_size=size,
                      window_days=settings.window_days, fingerprints=fingerprints)
 
 

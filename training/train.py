@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from etfuse.features import FEATURES
+from etfuse.interval import QUANTILES
 from etfuse.settings import Settings
 from training.model import GcnGru, gcn_adjacency, king_edges
 from training.samples import SampleSet, Split
@@ -52,42 +53,65 @@ class PatchBatcher:
         self.adjacency = torch.as_tensor(np.stack([gcn_adjacency(size, size, valid) for valid in shapes]),
                                          device=device)
 
-    def window(self, s: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def window(self, s: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         t = self.samples.window_days
         days = d[:, None] - np.arange(t - 1, -1, -1)[None, :]                         # (B, T)
-        return (self.samples.features[s[:, None], days], self.samples.lst_modis[s[:, None], days],
-                self.samples.lst_skt[s[:, None], days])
+        skt = self.samples.lst_skt[s[:, None], days]
+        default = self.samples.lst_skt_default
+        return (self.samples.features[s[:, None], days], self.samples.lst_modis[s[:, None], days], skt,
+                skt if default is None else default[s[:, None], days])
 
     @staticmethod
-    def drop_sources(x: np.ndarray, lst_modis: np.ndarray, lst_skt: np.ndarray, drop: dict[str, np.ndarray]) -> np.ndarray:
+    def drop_sources(x: np.ndarray, lst_modis: np.ndarray, lst_skt: np.ndarray, drop: dict[str, np.ndarray],
+                     lst_skt_default: np.ndarray | None = None) -> np.ndarray:
         """Make a sample look as if a source had not arrived, as operations would see it.
 
-        ``x (B, T, P, F)``; ``drop[source]`` is a boolean per sample.  Without MODIS the LST falls
-        back to ERA5-Land skt (flagged); without ERA5-Land that fallback is gone too.
+        ``x (B, T, P, F)``; ``drop[source]`` is a boolean per sample ``(B,)`` (the whole window) or
+        per sample and day ``(B, T)``.  Without MODIS the LST falls back to ERA5-Land skt (flagged)
+        plus the default offset (``lst_skt_default``: with no MODIS file that day there is nothing
+        to measure the offset on, as before 2000); without ERA5-Land that fallback is gone too.
         """
         x = x.copy()
-        g, m, e = (drop.get(k, np.zeros(len(x), bool)) for k in ("gleam", "modis", "era5land"))
-        x[g, ..., _F["gleam_et"]] = np.nan
-        x[e, ..., _F["era5land_et"]] = np.nan
-        x[e, ..., _F["net_radiation"]] = np.nan
-        skt = np.where(e[:, None, None], np.nan, lst_skt)
-        modis = np.where(m[:, None, None], np.nan, lst_modis)
+        b, t = x.shape[:2]
+        mask = lambda k: np.broadcast_to(np.asarray(drop.get(k, np.zeros(b, bool)), bool).reshape(b, -1), (b, t))  # noqa: E731
+        g, m, e = mask("gleam"), mask("modis"), mask("era5land")
+        nan = np.float32(np.nan)
+        for feature, gone in (("gleam_et", g), ("era5land_et", e), ("net_radiation", e)):
+            x[..., _F[feature]] = np.where(gone[:, :, None], nan, x[..., _F[feature]])
+        default = lst_skt if lst_skt_default is None else lst_skt_default
+        skt = np.where(e[:, :, None], nan, np.where(m[:, :, None], default, lst_skt))
+        modis = np.where(m[:, :, None], nan, lst_modis)
         lst = np.where(np.isfinite(modis), modis, skt)
         flag = np.where(np.isfinite(modis), 0.0, np.where(np.isfinite(skt), 1.0, np.nan))
-        changed = g | m | e
-        x[changed, ..., _F["lst"]] = lst[changed]
-        x[changed, ..., _F["lst_from_skt"]] = flag[changed]
+        changed = (g | m | e)[:, :, None]
+        x[..., _F["lst"]] = np.where(changed, lst, x[..., _F["lst"]])
+        x[..., _F["lst_from_skt"]] = np.where(changed, flag, x[..., _F["lst_from_skt"]])
         return x
+
+    @staticmethod
+    def draw_dropout(rng: np.random.Generator, n: int, days: int, dropout: dict[str, float]) -> dict[str, np.ndarray]:
+        """Random ``(n, days)`` source masks: with probability p a source misses the whole window
+        (it has not arrived), and with probability p, independently, a random half of its days
+        (a source present on some days of a window and missing on others, as at a gap or an
+        archive's edge)."""
+        drop = {}
+        for src, p in dropout.items():
+            if p <= 0:
+                continue
+            whole = rng.random(n) < p
+            some = (rng.random(n) < p)[:, None] & (rng.random((n, days)) < 0.5)
+            drop[src] = whole[:, None] | some
+        return drop
 
     def _window_with_dropout(self, keys: pd.DataFrame, rng: np.random.Generator | None,
                              dropout: dict[str, float] | None, drop: dict[str, np.ndarray] | None):
         s = keys["s"].to_numpy()
         d = keys["d"].to_numpy()
-        x, lst_modis, lst_skt = self.window(s, d)
+        x, lst_modis, lst_skt, lst_skt_default = self.window(s, d)
         if rng is not None and dropout:
-            drop = {src: rng.random(len(s)) < p for src, p in dropout.items() if p > 0}
+            drop = self.draw_dropout(rng, len(s), x.shape[1], dropout)
         if drop:
-            x = self.drop_sources(x, lst_modis, lst_skt, drop)
+            x = self.drop_sources(x, lst_modis, lst_skt, drop, lst_skt_default)
         return s, d, x
 
     def dense_batch(self, keys: pd.DataFrame, *, rng: np.random.Generator | None = None,
@@ -160,7 +184,7 @@ def _fit(samples: SampleSet, split: Split, norm: dict, settings: Settings,
             keys = split.train.iloc[order[start:start + cfg.batch_size]]
             x, adjacency, y = batcher.dense_batch(keys, rng=rng, dropout=dropout)
             optimiser.zero_grad()
-            loss = torch.nn.functional.mse_loss(model.forward_patches(x, adjacency, samples.centre), y)
+            loss = training_loss(model.forward_patches(x, adjacency, samples.centre, interval=True), y)
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
@@ -179,9 +203,22 @@ def _fit(samples: SampleSet, split: Split, norm: dict, settings: Settings,
     return FitResult(model.eval().cpu(), history, best_epoch, time.perf_counter() - t0)
 
 
+def pinball(pred: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
+    """The quantile (pinball) loss of level ``q``: its minimiser is the q-quantile of ``y``."""
+    diff = y - pred
+    return torch.mean(torch.maximum(q * diff, (q - 1) * diff))
+
+
+def training_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared error of ET plus the pinball losses of the raw 5 % and 95 % quantiles (``out (B, 3)``)."""
+    lo, hi = QUANTILES
+    return (torch.nn.functional.mse_loss(out[:, 0], y) + pinball(out[:, 1], y, lo) + pinball(out[:, 2], y, hi))
+
+
 def predict(model: GcnGru, batcher: PatchBatcher, keys: pd.DataFrame, *, drop_source: str | None = None,
-            batch_size: int = 512) -> np.ndarray:
-    """Fused ET [mm] at the station node of each key; ``drop_source`` removes a source everywhere."""
+            batch_size: int = 512, interval: bool = False) -> np.ndarray:
+    """Fused ET [mm] at the station node of each key, ``(n,)`` (``interval``: ``(n, 3)`` with the
+    raw 5 % and 95 % quantiles); ``drop_source`` removes a source everywhere."""
     model.eval()
     out = []
     with torch.no_grad():
@@ -189,5 +226,5 @@ def predict(model: GcnGru, batcher: PatchBatcher, keys: pd.DataFrame, *, drop_so
             part = keys.iloc[start:start + batch_size]
             drop = {drop_source: np.ones(len(part), bool)} if drop_source else None
             x, adjacency, _ = batcher.dense_batch(part, drop=drop)
-            out.append(model.forward_patches(x, adjacency, batcher.samples.centre).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+            out.append(model.forward_patches(x, adjacency, batcher.samples.centre, interval=interval).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 3) if interval else 0, np.float32)

@@ -50,6 +50,18 @@ def test_update_lifecycle(world_settings, small_world, model_file):
     assert product.record(days[10]).sources_used == {"era5land", "modis"}
     assert product.year_path(2021).exists() and first.years_rebuilt == [2021]
     assert product.quicklook_path(days[10]).exists()
+    # the 90 % interval: CF variables linked from et, 0 <= q05 <= et <= q95, widths scaled by the
+    # season's factor (June: JJA 2.0), and carried into the yearly file
+    import xarray as xr
+    with xr.open_dataset(product.day_path(days[10])) as ds:
+        assert ds["et"].attrs["ancillary_variables"].split()[-2:] == ["et_q05", "et_q95"]
+        lo, et, hi = ds["et_q05"].values[0], ds["et"].values[0], ds["et_q95"].values[0]
+        assert ds["et_q05"].attrs["units"] == "kg m-2" and "90 %" in ds["et_q95"].attrs["long_name"]
+    tol = 0.01                                                               # the product's quantisation
+    assert np.isfinite(lo).all() and (lo >= 0).all() and (lo <= et + tol).all() and (et <= hi + tol).all()
+    assert (hi - lo).mean() > 0.05
+    with xr.open_dataset(product.year_path(2021)) as year:
+        np.testing.assert_allclose(year["et_q95"].sel(time=days[10]).values, hi, atol=tol)
 
     again = run_update(settings, predictor=predictor, product=product)
     assert again.planned == [] and again.written == {}                       # nothing stale: nothing done

@@ -115,3 +115,40 @@ def test_export_refuses_scatter_graphs(tmp_path):
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(ExportError, match=r"contains \['ScatterElements'\]"):
         check_parity(GcnGru(np.zeros(F), np.ones(F)), path, [])
+
+
+def test_serving_graphs_carry_the_interval_outputs_with_parity(model, tmp_path):
+    """The temporal serving graph returns et, et_q05 and et_q95, each equal to the PyG model's
+    outputs to 1e-4 mm, ordered 0 <= q05 <= et <= q95 (the scatter-free form of the same weights)."""
+    from training.export import export_serving_parts, run_parts
+    rng = np.random.default_rng(5)
+    tiles = [random_tile(rng), random_tile(rng, h=6, w=12, holes=False)]
+    paths, report = export_serving_parts(model, tmp_path, window_days=7, n_features=F, parity_tiles=tiles)
+    assert report.max_abs_diff_mm <= 1e-4
+    temporal = onnx_session(paths["temporal"])
+    assert [o.name for o in temporal.get_outputs()] == ["et", "et_q05", "et_q95"]
+    x, mask = random_tile(rng, h=9, w=8)
+    got = run_parts(onnx_session(paths["spatial"]), temporal, x, mask, outputs=("et", "et_q05", "et_q95"))
+    want = pyg_on_tile(model, x, mask, interval=True)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(got[valid], want[valid], atol=1e-4)
+    assert (got[valid][:, 1] >= 0).all() and (got[valid][:, 1] <= got[valid][:, 0]).all()
+    assert (got[valid][:, 0] <= got[valid][:, 2]).all() and (got[valid][:, 2] - got[valid][:, 1]).min() > 0
+
+
+def test_training_loss_fits_the_quantiles():
+    """The pinball terms put the raw q05 / q95 near the 5 % / 95 % quantiles of the targets, and do
+    not move the point estimate (detached): the MSE term alone fits it."""
+    from training.train import training_loss
+    torch.manual_seed(0)
+    y = torch.randn(4000) + 3.0
+    out = torch.nn.Parameter(torch.zeros(4000, 3) + torch.tensor([3.0, 3.0, 3.0]))
+    opt = torch.optim.Adam([out], lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        b = out.mean(0).expand(4000, 3)           # one shared prediction per output
+        training_loss(b, y).backward()
+        opt.step()
+    lo, et, hi = (float(out.mean(0)[k]) for k in (1, 0, 2))
+    assert abs(et - float(y.mean())) < 0.05
+    assert abs(lo - float(torch.quantile(y, 0.05))) < 0.1 and abs(hi - float(torch.quantile(y, 0.95))) < 0.1

@@ -82,7 +82,7 @@ def test_split_is_disjoint_and_normalisation_uses_training_only(samples, small_s
 def test_source_dropout_looks_like_a_missing_delivery(samples):
     batcher = PatchBatcher(samples, torch.device("cpu"))
     s, d = np.array([0, 1]), np.array([10, 12])
-    x, lst_modis, lst_skt = batcher.window(s, d)
+    x, lst_modis, lst_skt, lst_skt_default = batcher.window(s, d)
     out = PatchBatcher.drop_sources(x, lst_modis, lst_skt, {"gleam": np.array([True, False]),
                                                             "modis": np.array([False, True])})
     valid1 = samples.patch_valid[1]                           # patch cells inside the grid
@@ -95,6 +95,37 @@ def test_source_dropout_looks_like_a_missing_delivery(samples):
                                                                 "modis": np.array([True, False])})
     assert np.isnan(no_era5[0, ..., F["lst"]]).all()           # neither MODIS nor skt: LST unknown
     assert np.isnan(no_era5[..., F["net_radiation"]]).all()
+
+
+def test_a_missing_modis_file_falls_back_with_the_default_offset_on_the_days_it_misses(samples, small_store):
+    """The no-MODIS regime as it occurs before 2000: skt plus the default offset (no MODIS cell that
+    day to measure the offset on), and only on the days of the window MODIS misses."""
+    settings, _ = small_store
+    batcher = PatchBatcher(samples, torch.device("cpu"))
+    s, d = np.array([0, 1]), np.array([10, 12])
+    x, lst_modis, lst_skt, lst_skt_default = batcher.window(s, d)
+    t = x.shape[1]
+    days = np.zeros((2, t), bool)
+    days[0, -2:] = True                                  # sample 0: MODIS missing on the last 2 days only
+    out = PatchBatcher.drop_sources(x, lst_modis, lst_skt, {"modis": days}, lst_skt_default)
+    valid0 = samples.patch_valid[0]
+    k = settings.lst.fallback_default_offset_k
+    skt_raw = lst_skt_default[0, -2:][:, valid0] - k
+    np.testing.assert_allclose(out[0, -2:][:, valid0, F["lst"]], skt_raw + k, rtol=1e-6)
+    assert (out[0, -2:][:, valid0, F["lst_from_skt"]] == 1).all()
+    np.testing.assert_array_equal(out[0, :-2, ..., F["lst"]], x[0, :-2, ..., F["lst"]])   # other days untouched
+    np.testing.assert_array_equal(out[1], x[1])
+    # the default offset is not the offset measured on a MODIS day
+    assert not np.allclose(lst_skt_default[0, -2:][:, valid0], lst_skt[0, -2:][:, valid0])
+
+
+def test_dropout_draws_whole_windows_and_single_days():
+    rng = np.random.default_rng(0)
+    drop = PatchBatcher.draw_dropout(rng, 4000, 7, {"gleam": 0.3, "modis": 0.0})
+    assert set(drop) == {"gleam"} and drop["gleam"].shape == (4000, 7)
+    whole = drop["gleam"].all(axis=1).mean()
+    partial = (drop["gleam"].any(axis=1) & ~drop["gleam"].all(axis=1)).mean()
+    assert 0.27 < whole < 0.34 and 0.15 < partial < 0.25
 
 
 def test_training_is_deterministic_for_a_seed(samples, small_store):

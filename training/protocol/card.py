@@ -26,7 +26,8 @@ def _table(table: pd.DataFrame, group: bool) -> str:
 
 def model_card(*, settings: Settings, data_window: dict[str, str], params: dict, overall: pd.DataFrame,
                by_season: pd.DataFrame, by_station: pd.DataFrame, gate_comparisons: list[Comparison],
-               plots: list[str], code_version: str) -> str:
+               plots: list[str], code_version: str, interval: pd.DataFrame | None = None,
+               interval_note: str = "") -> str:
     """The card as Markdown; every number comes from the run's own tables."""
     lines = ["# etfuse GCN-GRU model card (generated)", "",
              f"Code {code_version}; region {settings.region.name}; data {data_window.get('start')}.."
@@ -46,7 +47,12 @@ def model_card(*, settings: Settings, data_window: dict[str, str], params: dict,
                      f"{'yes' if c.hi < 0 else 'no'} |")
     lines += ["", "The gate promotes only when every interval lies below 0; its decision and reasons are on "
               "the version (`etfuse models show <version>`).", "",
-              "## Per season", "", _table(by_season, group=True), "",
-              "## Per held-out station", "", _table(by_station, group=True), "",
+              "## Per season", "", _table(by_season, group=True), ""]
+    if interval is not None and len(interval):
+        lines += ["## 90 % interval: coverage of held-out station-days", "", interval_note, "",
+                  "| season | n | coverage | mean width [mm/d] |", "|---|---|---|---|"]
+        lines += [f"| {r.season} | {r.n} | {r.coverage:.1%} | {r.mean_width_mm:.2f} |" for r in interval.itertuples()]
+        lines += [""]
+    lines += ["## Per held-out station", "", _table(by_station, group=True), "",
               "## Plots (MLflow run, folder plots/)", ""] + [f"- {p}" for p in plots]
     return "\n".join(lines) + "\n"

@@ -70,6 +70,16 @@ def to_markdown(result: ProtocolResult, title: str, settings: Settings) -> str:
                          f"| {rec['seam_era5land_0.1deg']:.3f} ({rec['truth_seam_era5land_0.1deg']:.3f}) "
                          f"| {rec['seam_gleam_0.25deg']:.3f} ({rec['truth_seam_gleam_0.25deg']:.3f}) |")
         lines.append("")
+    if result.interval is not None and len(result.interval):
+        c = result.interval_calibration
+        lines += ["## 90 % interval of the GCN-GRU on the final test", "",
+                  f"Raw 5/95 % quantile half-widths scaled per season by factors calibrated on the folds' "
+                  f"out-of-fold station-days (all seasons {c.overall:.2f}; "
+                  f"{', '.join(f'{k} {v:.2f}' for k, v in c.factors.items())}). Target: 87-93 % in every row.", "",
+                  "| season | n | coverage | raw coverage | mean width [mm/d] |", "|---|---|---|---|---|"]
+        lines += [f"| {r.season} | {r.n} | {r.coverage:.1%} | {r.raw_coverage:.1%} | {r.mean_width_mm:.2f} |"
+                  for r in result.interval.itertuples()]
+        lines.append("")
     lines += ["## Cost", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in result.timings.items()]
     if epochs:
@@ -141,6 +151,9 @@ def write_report(result: ProtocolResult, folder: Path, settings: Settings,
                "strongest_baseline": result.strongest_baseline, "verdict": verdict(result),
                "timings_s": result.timings, "fits": result.fits,
                "truth": None if result.truth is None else result.truth.replace({np.nan: None}).to_dict("records"),
+               "interval": None if result.interval is None else {
+                   "coverage": result.interval.replace({np.nan: None}).to_dict("records"),
+                   "calibration": json.loads(result.interval_calibration.to_json())},
                "tables": {k: v.replace({np.nan: None}).to_dict("records") for k, v in tables.items()}}
     js = folder / "report.json"
     js.write_text(json.dumps(payload, indent=2, default=str))

@@ -22,6 +22,7 @@ from training.protocol.folds import (FinalTest, Fold, development_samples, final
 from training.protocol.frame import cell_frame
 from training.protocol.scores import difference_table, score_tables
 from training.protocol.variants import fit_and_predict
+from etfuse.interval import IntervalCalibration, apply_interval, calibrate, coverage_table
 from training.samples import SampleSet
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class ProtocolResult:
     final_baselines: dict[str, object] = field(default_factory=dict)   # fitted on all development data
     final_models: dict[str, object] = field(default_factory=dict)      # GCN-GRU variants, idem
     truth: pd.DataFrame | None = None     # gridded-truth scores (training/protocol/truth.py), synthetic worlds
+    interval: pd.DataFrame | None = None  # 90 % interval coverage of the final test, overall and per season
+    interval_calibration: IntervalCalibration | None = None   # its factors, from the folds' out-of-fold rows
 
 
 def _fit_baselines(train: pd.DataFrame, test: pd.DataFrame, seed: int, out: pd.DataFrame, rows: np.ndarray,
@@ -86,7 +89,8 @@ def run_protocol(samples: SampleSet, settings: Settings, *, variants: tuple[str,
         _fit_baselines(frame.iloc[train_rows], frame.iloc[rows], cfg.seed, frame, rows, timings)
         for variant in variants:
             pred, info, _ = fit_and_predict(dev, variant, fold.train, fold.validation, fold.test, settings)
-            frame.loc[rows, variant] = pred
+            frame.loc[rows, variant] = pred[:, 0]
+            frame.loc[rows, f"{variant}_q05_raw"], frame.loc[rows, f"{variant}_q95_raw"] = pred[:, 1], pred[:, 2]
             fits.append({"fold": fold.index, **info})
             timings[f"model:{variant}"] = timings.get(f"model:{variant}", 0.0) + info["seconds"]
             echo(f"  {variant}: {info['seconds']:.0f} s, best epoch {info['best_epoch']} of {info['epochs_run']}")
@@ -126,13 +130,35 @@ def run_protocol(samples: SampleSet, settings: Settings, *, variants: tuple[str,
                 pred, info, model = fit_and_predict(dev, variant, all_keys.iloc[np.sort(order[n_val:])],
                                                     all_keys.iloc[np.sort(order[:n_val])], fkeys, settings,
                                                     test_samples=samples)
-                final_frame[variant] = pred
+                final_frame[variant] = pred[:, 0]
+                final_frame[f"{variant}_q05_raw"], final_frame[f"{variant}_q95_raw"] = pred[:, 1], pred[:, 2]
                 final_models[variant] = model
                 fits.append({"fold": "final", **info})
             final_tables = score_tables(final_frame, models, block_days=cfg.bootstrap_block_days,
                                         samples=cfg.bootstrap_samples, seed=cfg.seed, reference=strongest)
         timings["final_test"] = time.perf_counter() - t0
+    interval, calibration = None, None
+    if "gcn_gru" in variants and "gcn_gru" in final_frame:
+        interval, calibration = interval_on_final_test(frame, final_frame)
     timings["total"] = time.perf_counter() - t_all
     return ProtocolResult(final=test_set, folds=folds, models=models, cv_frame=frame, final_frame=final_frame, cv=cv,
                           final_test=final_tables, strongest_baseline=strongest, timings=timings, fits=fits,
-                          dev_stations=dev.stations, final_baselines=final_baselines, final_models=final_models)
+                          dev_stations=dev.stations, final_baselines=final_baselines, final_models=final_models,
+                          interval=interval, interval_calibration=calibration)
+
+
+def interval_on_final_test(cv_frame: pd.DataFrame, final_frame: pd.DataFrame, model: str = "gcn_gru"
+                           ) -> tuple[pd.DataFrame, IntervalCalibration]:
+    """Calibrate the interval on the folds' out-of-fold predictions (each at stations its model never
+    saw, as nearly every grid cell is), apply it to the final model's raw quantiles and report the
+    coverage of the final test's station-days, overall and per season."""
+    cv = cv_frame.dropna(subset=["obs", model, f"{model}_q05_raw", f"{model}_q95_raw"])
+    calibration = calibrate(cv[model], cv[f"{model}_q05_raw"], cv[f"{model}_q95_raw"], cv["obs"],
+                            cv["season"].to_numpy())
+    final = final_frame.dropna(subset=["obs", model])
+    factor = np.array([calibration.factor(d) for d in final["date"]], dtype=np.float32)
+    lower, upper = apply_interval(final[model].to_numpy(), final[f"{model}_q05_raw"].to_numpy(),
+                                  final[f"{model}_q95_raw"].to_numpy(), factor)
+    raw = coverage_table(final, f"{model}_q05_raw", f"{model}_q95_raw").set_index("season")["coverage"]
+    table = coverage_table(final.assign(lower=lower, upper=upper), "lower", "upper")
+    return table.assign(raw_coverage=table["season"].map(raw)), calibration

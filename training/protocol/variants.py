@@ -38,7 +38,7 @@ def variant_samples(samples: SampleSet, variant: str) -> SampleSet:
         source = variant[len("without_"):]
         n = len(samples.stations)
         features = PatchBatcher.drop_sources(samples.features, samples.lst_modis, samples.lst_skt,
-                                             {source: np.ones(n, bool)})
+                                             {source: np.ones(n, bool)}, samples.lst_skt_default)
         lst_modis = np.full_like(samples.lst_modis, np.nan) if source == "modis" else samples.lst_modis
         lst_skt = np.full_like(samples.lst_skt, np.nan) if source == "era5land" else samples.lst_skt
         return replace(samples, features=features, lst_modis=lst_modis, lst_skt=lst_skt)
@@ -63,7 +63,8 @@ def fit_and_predict(samples: SampleSet, variant: str, train: pd.DataFrame, valid
 
     ``test_samples`` (default ``samples``) is where the test keys point: the final test uses the
     full ``SampleSet`` while training only ever sees the development one.  Returns the
-    predictions, a record of the fit and the trained model.
+    predictions ``(n, 3)`` (ET and the raw 5 % / 95 % quantiles), a record of the fit and the
+    trained model.
     """
     local = variant_samples(samples, variant)
     split = Split(train=train, validation=validation, spatial=test.iloc[:0], temporal=test.iloc[:0],
@@ -73,6 +74,6 @@ def fit_and_predict(samples: SampleSet, variant: str, train: pd.DataFrame, valid
     result = fit(local, split, norm, cv_settings(settings, variant))
     seconds = time.perf_counter() - t0
     target = variant_samples(test_samples, variant) if test_samples is not None else local
-    pred = predict(result.model, PatchBatcher(target, torch.device("cpu")), test)
+    pred = predict(result.model, PatchBatcher(target, torch.device("cpu")), test, interval=True)
     return pred.astype(np.float64), {"variant": variant, "seconds": seconds, "best_epoch": result.best_epoch,
                                      "epochs_run": len(result.history)}, result.model

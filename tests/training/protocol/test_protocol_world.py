@@ -95,6 +95,12 @@ def test_whole_protocol_on_a_small_world(small_world, tmp_path):
     text = paths["markdown"].read_text()
     assert "Verdict:" in text and "Final test" in text and "hgb" in text and "Ablations: RMSE difference" in text
     assert "Against the gridded truth" in text
+    # the interval: calibrated on the folds' out-of-fold rows, its coverage of the final test reported
+    cover = result.interval.set_index("season")
+    assert cover.loc["all", "n"] == result.final_frame["obs"].notna().sum()
+    assert 0 < cover.loc["all", "coverage"] <= 1 and cover.loc["all", "mean_width_mm"] > 0
+    assert result.interval_calibration.overall > 0 and "90 % interval of the GCN-GRU on the final test" in text
     data = json.loads(paths["json"].read_text())
     assert data["strongest_baseline"] in models and data["tables"]["cv_overall"]
+    assert data["interval"]["coverage"][0]["season"] == "all" and data["interval"]["calibration"]["level"] == 0.9
     assert {"cv_scatter", "cv_rmse_by_season", "cv_rmse_by_station"} <= set(paths)
