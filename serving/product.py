@@ -368,11 +368,16 @@ class ProductStore(ProductReads, ProductLedger):
         if png.exists() and ql.png_text(png).get("etfuse_file_sha256") == record.file_sha256:
             return png
         field_mm = self.read_field(day)
+        width_mm = None
+        with _NC_LOCK, netCDF4.Dataset(record.path, "r") as nc:
+            if all(name in nc.variables for name in BOUND_NAMES):
+                lo, hi = (np.asarray(nc[name][0].filled(np.nan), dtype=np.float32) for name in BOUND_NAMES)
+                width_mm = hi - lo
         sources = ", ".join(sorted(record.sources_used)) or "none"
         valid = np.isfinite(field_mm)
         mean = float(field_mm[valid].mean()) if valid.any() else float("nan")
         return ql.render(
-            png, field_mm, self.grid.bbox(),
+            png, field_mm, self.grid.bbox(), width_mm=width_mm,
             title=f"etfuse daily ET {day:%Y-%m-%d} - {record.status} - model v{record.model_version}",
             subtitle=(f"00-24 UTC total, region mean {mean:.2f} mm, sources: {sources}\n"
                       f"{self.grid.resolution_deg:g} deg grid, {int((~valid).sum())} cells without value"),

@@ -25,6 +25,9 @@ from etfuse.tempfiles import temporary_name
 VMIN_MM = 0.0
 VMAX_MM = 6.0
 CMAP = "viridis"
+#: the interval width's map: its own fixed scale [mm day-1] and colour map
+WIDTH_VMAX_MM = 4.0
+WIDTH_CMAP = "magma_r"
 NO_VALUE_COLOUR = "#d9d9d9"
 MAX_PIXELS = 700
 FIGURE_HEIGHT_IN = 6.0
@@ -49,8 +52,10 @@ def block_mean(field: np.ndarray, factor: int) -> np.ndarray:
 
 
 def render(path: Path, et_mm: np.ndarray, bbox: tuple[float, float, float, float], *, title: str,
-           subtitle: str = "", metadata: Mapping[str, str] | None = None, max_pixels: int = MAX_PIXELS) -> Path:
-    """Draw ``et_mm`` (rows north to south) over ``bbox`` = (west, south, east, north) into ``path``.
+           subtitle: str = "", metadata: Mapping[str, str] | None = None, max_pixels: int = MAX_PIXELS,
+           width_mm: np.ndarray | None = None) -> Path:
+    """Draw ``et_mm`` (rows north to south) over ``bbox`` = (west, south, east, north) into ``path``;
+    with ``width_mm`` (the 90 % interval's width, q95 - q05) a second map of it beside the first.
 
     Written to a temporary name in the same folder, fsync'ed and renamed: a reader sees the old
     picture or the new one, never half of one.
@@ -69,10 +74,11 @@ def render(path: Path, et_mm: np.ndarray, bbox: tuple[float, float, float, float
     # the figure follows the map's shape: the map fills its height, the colour bar sits beside it
     map_aspect = (east - west) * math.cos(math.radians((south + north) / 2)) / (north - south)
     height = FIGURE_HEIGHT_IN
-    width = min(MAX_FIGURE_WIDTH_IN, max(MIN_FIGURE_WIDTH_IN, 0.8 * height * map_aspect + 2.4))
+    panels = 1 if width_mm is None else 2
+    width = min(MAX_FIGURE_WIDTH_IN * panels, max(MIN_FIGURE_WIDTH_IN, 0.8 * height * map_aspect + 2.4) * panels)
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(1, panels, 1)
     cmap = mpl.colormaps[CMAP].with_extremes(bad=NO_VALUE_COLOUR)
     image = ax.imshow(np.ma.masked_invalid(shown), extent=(west, east, south, north), origin="upper",
                       cmap=cmap, vmin=VMIN_MM, vmax=VMAX_MM, interpolation="nearest")
@@ -94,6 +100,16 @@ def render(path: Path, et_mm: np.ndarray, bbox: tuple[float, float, float, float
               loc="upper right", fontsize=8, frameon=True, framealpha=0.9)
     bar = fig.colorbar(image, ax=ax, extend="max", shrink=0.85)
     bar.set_label("ET [mm day-1]")
+    if width_mm is not None:
+        wx = fig.add_subplot(1, panels, 2, sharex=ax, sharey=ax)
+        wimage = wx.imshow(np.ma.masked_invalid(block_mean(width_mm, factor)), extent=(west, east, south, north),
+                           origin="upper", cmap=mpl.colormaps[WIDTH_CMAP].with_extremes(bad=NO_VALUE_COLOUR),
+                           vmin=0.0, vmax=WIDTH_VMAX_MM, interpolation="nearest")
+        wx.set_aspect(ax.get_aspect())
+        wx.set_xlabel("longitude [degrees east]")
+        wx.set_title("90 % interval width (et_q95 - et_q05)", fontsize=9)
+        wbar = fig.colorbar(wimage, ax=wx, extend="max", shrink=0.85)
+        wbar.set_label("interval width [mm day-1]")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)

@@ -108,3 +108,19 @@ def test_full_province_grid_is_downsampled_and_fast(tmp_path):
     with Image.open(png) as image:
         width, height = image.size
     assert width > height and height == 600
+
+
+def test_a_day_with_an_interval_gets_a_second_map_of_its_width(settings):
+    """The quicklook of a day with et_q05/et_q95 is twice as wide, and its right half shows the
+    interval width in the width colour map (2 mm on the 0-4 mm scale: the map's middle colour)."""
+    store = ProductStore(settings)
+    et = np.full(store.grid.shape, 3.0, dtype=np.float32)
+    store.write_day(DAY, et, model_version=3, status="final", sources_used={"era5land"}, fingerprint=fp("i"),
+                    bounds=(et - 1.0, et + 1.0))
+    with Image.open(store.quicklook_path(DAY)) as image:
+        width, height = image.size
+        rgb = np.asarray(image.convert("RGB"))
+    assert height == 600 and width > 1000
+    middle = mpl.colormaps[ql.WIDTH_CMAP](0.5)
+    assert _share_near(rgb[:, width // 2:], middle) > 0.05
+    assert _share_near(rgb[:, : width // 2], middle) < 0.001
