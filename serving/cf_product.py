@@ -220,6 +220,17 @@ def _set_attrs(var, attrs: Mapping[str, object]) -> None:
     var.setncatts({k: v for k, v in attrs.items()})
 
 
+def bound_attributes(name: str) -> dict[str, object]:
+    """CF attributes of an interval bound (``et_q05`` or ``et_q95``), in every form of the product."""
+    quantile, side = {"et_q05": (0.05, "lower"), "et_q95": (0.95, "upper")}[name]
+    return {"long_name": (f"{side} bound of the 90 % prediction interval of actual evapotranspiration "
+                          f"(the {quantile:.0%} quantile), daily total"),
+            "units": "kg m-2", "cell_methods": "time: sum", "grid_mapping": "crs",
+            "coverage_content_type": "qualityInformation",
+            "comment": ("the model's raw quantile half-width scaled by a per-season conformal factor calibrated on "
+                        "stations it was not trained on; covers about 90 % of station-days (model card)")}
+
+
 def write_product_file(path: Path, grid: TargetGrid, provenance: list[DayProvenance],
                        blocks: Callable[[int, int], np.ndarray], *, chunks: tuple[int, int, int],
                        compression_level: int, least_significant_digit: int | None,
@@ -315,18 +326,12 @@ def write_product_file(path: Path, grid: TargetGrid, provenance: list[DayProvena
                             "ancillary_variables": ancillary + (" " + " ".join(BOUND_NAMES) if bounds else ""),
                             "comment": "1 kg m-2 = 1 mm of water; positive for evaporation"})
             variables = {"et": et}
-            for name, (quantile, side) in zip(BOUND_NAMES, ((0.05, "lower"), (0.95, "upper"))) if bounds else ():
+            for name in BOUND_NAMES if bounds else ():
                 var = nc.createVariable(
                     name, "f4", ("time", "lat", "lon"), zlib=compression_level > 0,
                     complevel=max(compression_level, 1), shuffle=compression_level > 0, chunksizes=chunks,
                     fill_value=FILL_VALUE, least_significant_digit=least_significant_digit)
-                _set_attrs(var, {"long_name": (f"{side} bound of the 90 % prediction interval of actual "
-                                               f"evapotranspiration (the {quantile:.0%} quantile), daily total"),
-                                 "units": "kg m-2", "cell_methods": "time: sum", "grid_mapping": "crs",
-                                 "missing_value": FILL_VALUE, "coverage_content_type": "qualityInformation",
-                                 "comment": ("the model's raw quantile half-width scaled by a per-season conformal "
-                                             "factor calibrated on stations it was not trained on; covers about 90 % "
-                                             "of station-days (model card)")})
+                _set_attrs(var, {**bound_attributes(name), "missing_value": FILL_VALUE})
                 variables[name] = var
         step = block_days or chunks[0]
         for t0 in range(0, n_days, step):

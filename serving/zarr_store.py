@@ -28,7 +28,8 @@ import xarray as xr
 
 from etfuse.clock import utcnow
 from etfuse.settings import Settings
-from serving.cf_product import global_attributes, iso_utc
+from etfuse.interval import BOUND_NAMES
+from serving.cf_product import bound_attributes, global_attributes, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,27 @@ def _template(day_ds: xr.Dataset, year: int, chunks: tuple[int, int, int], attrs
     return ds, encoding
 
 
+def with_bounds(day_ds: xr.Dataset) -> xr.Dataset:
+    """The day with ``et_q05``/``et_q95`` always: NaN for a day of a model without an interval, so
+    a year's store holds them whichever day created it, and a day rewritten by an older model
+    (after a rollback) clears its stale bounds."""
+    out = day_ds.copy(deep=False)
+    out["et"].attrs = dict(out["et"].attrs)
+    for name in BOUND_NAMES:
+        if name not in out:
+            placeholder = xr.full_like(out["et"], np.nan)
+            placeholder.attrs = bound_attributes(name)
+            out = out.assign({name: placeholder})
+    ancillary = out["et"].attrs.get("ancillary_variables", "").split()
+    if not set(BOUND_NAMES) <= set(ancillary):
+        out["et"].attrs["ancillary_variables"] = " ".join([a for a in ancillary if a not in BOUND_NAMES] + list(BOUND_NAMES))
+    return out
+
+
 def write_day(settings: Settings, grid, region_name: str, day_ds: xr.Dataset, metadata=None) -> str:
     """Region-write one stored product day (``day_ds``: the loaded daily file) into its year's store."""
     import zarr
+    day_ds = with_bounds(day_ds)
     day = pd.Timestamp(day_ds["time"].values[0])
     url = year_url(settings, day.year)
     options = storage_options(settings, url)
@@ -119,6 +138,11 @@ def write_day(settings: Settings, grid, region_name: str, day_ds: xr.Dataset, me
                              storage_options=options)
             log.info("zarr: created %s", url)
         index = int((day - pd.Timestamp(f"{day.year:04d}-01-01")).days)
+        group = zarr.open_group(url, mode="r", storage_options=options)
+        missing = [n for n in BOUND_NAMES if n not in group]
+        if missing:                    # a store created before the interval: it keeps ET only
+            log.warning("zarr: %s has no %s (created before the interval); writing ET only", url, missing)
+            day_ds = day_ds.drop_vars(missing)
         one = day_ds.drop_vars([n for n in day_ds.variables if "time" not in day_ds[n].dims])
         one = one.drop_vars(["time", "time_bnds"], errors="ignore")
         one.attrs = {}

@@ -46,7 +46,11 @@ def check_store(settings, store: ProductStore, fields: dict[str, np.ndarray]) ->
     assert ds.sizes == {"time": 365, "lat": 200, "lon": 200, "nv": 2}
     daily = xr.open_dataset(store.day_path(pd.Timestamp(next(iter(fields)))))
     for name in ("et", "lat", "lon", "time", "model_version", "product_status", "sources_used", "input_fingerprint"):
-        assert plain(ds[name].attrs) == plain(daily[name].attrs), name          # the same CF attributes
+        want = plain(daily[name].attrs)
+        if name == "et":        # the store always holds the interval's bounds (NaN for days without)
+            want["ancillary_variables"] = " ".join(dict.fromkeys(want["ancillary_variables"].split()
+                                                                 + ["et_q05", "et_q95"]))
+        assert plain(ds[name].attrs) == want, name          # the same CF attributes
     for key in ("Conventions", "standard_name_vocabulary", "license", "geospatial_lat_min", "institution"):
         assert ds.attrs[key] == daily.attrs[key], key
     assert ds.attrs["time_coverage_start"] == "2021-01-01T00:00:00Z"
@@ -81,6 +85,28 @@ def test_zarr_local_region_writes(settings, tmp_path):
     fields[f"{days[1]:%Y-%m-%d}"] = new
     check_store(settings, store, fields)
     assert "3" in zarr_store.open_year(settings, 2021).attrs["model_versions"]
+
+
+def test_zarr_carries_the_interval_whichever_day_created_the_year(settings, tmp_path):
+    """A year created by a day without interval still stores et_q05/et_q95 (CF attributes as in the
+    NetCDF files); a day with one fills them; a day rewritten without one (a rollback to an older
+    model) clears its stale bounds."""
+    from etfuse.settings import load_settings
+    settings = load_settings(home=tmp_path / "home", region="test", distribution={"zarr": True})
+    store = ProductStore(settings)
+    days = pd.date_range("2021-07-01", "2021-07-02")
+    write_days(store, days[:1])                                        # no interval: creates the year
+    et = np.full(store.grid.shape, 2.0, np.float32)
+    store.write_day(days[1], et, model_version=4, status="final", sources_used={"era5land"}, quicklook=False,
+                    fingerprint=hashlib.sha256(b"b").hexdigest(), bounds=(et - 0.5, et + 1.0))
+    ds = zarr_store.open_year(settings, 2021)
+    with xr.open_dataset(store.day_path(days[1])) as daily:
+        assert plain(ds["et_q95"].attrs) == plain(daily["et_q95"].attrs)
+    assert np.isnan(ds["et_q05"].sel(time=days[0]).values).all()
+    np.testing.assert_allclose(ds["et_q95"].sel(time=days[1]).values, 3.0, atol=0.006)
+    store.write_day(days[1], et, model_version=3, status="final", sources_used={"era5land"}, quicklook=False,
+                    fingerprint=hashlib.sha256(b"older").hexdigest())
+    assert np.isnan(zarr_store.open_year(settings, 2021)["et_q95"].sel(time=days[1]).values).all()
 
 
 def _seaweedfs_missing() -> str | None:
