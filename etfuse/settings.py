@@ -301,6 +301,11 @@ class TrainingSettings(_Section):
     weight_decay: float = Field(1e-5, ge=0)
     #: Stop when the validation loss has not improved for this many epochs.
     patience: int = Field(8, ge=1)
+    #: Give the model the raw latitude and longitude of each cell.  Off by default: with them the
+    #: model learns station positions and extrapolates from them where no station is (2.5 mm/d
+    #: errors in the station-less south-west against the realistic world's truth); the features
+    #: stay in the input layout and are zeroed with their masks by the model's encoder.
+    position_features: bool = False
     #: Probability that a training sample loses a source for its whole window (source dropout).
     dropout_gleam: float = Field(0.3, ge=0, le=1)
     dropout_modis: float = Field(0.3, ge=0, le=1)

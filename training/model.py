@@ -24,13 +24,19 @@ OUTPUTS = ("et", "et_q05", "et_q95")
 
 
 class InputEncoder(nn.Module):
-    """``(..., F)`` raw features with NaN -> ``(..., 2F)``: normalised values (0 where missing) and masks."""
+    """``(..., F)`` raw features with NaN -> ``(..., 2F)``: normalised values (0 where missing) and masks.
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+    ``use`` (1 per feature, 0 for a feature the model must not see, e.g. raw position): an unused
+    feature and its mask are always 0, so the input layout stays the same for every model.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, use: np.ndarray | None = None) -> None:
         super().__init__()
         std = np.where(np.asarray(std) > 1e-6, std, 1.0)
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
         self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)))
+        used = np.ones(len(self.mean), np.float32) if use is None else np.asarray(use, dtype=np.float32)
+        self.register_buffer("use", torch.as_tensor(used))
 
     @property
     def n_features(self) -> int:
@@ -38,16 +44,17 @@ class InputEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         missing = torch.isnan(x)
-        z = torch.where(missing, torch.zeros_like(x), (x - self.mean) / self.std)
-        return torch.cat([z, (~missing).to(x.dtype)], dim=-1)
+        z = torch.where(missing, torch.zeros_like(x), (x - self.mean) / self.std) * self.use
+        return torch.cat([z, (~missing).to(x.dtype) * self.use], dim=-1)
 
 
 class GcnGru(nn.Module):
     """Graph convolution per day, then a GRU over the days; non-negative daily ET [mm] out."""
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, *, hidden: int = 16, gcn_layers: int = 2) -> None:
+    def __init__(self, mean: np.ndarray, std: np.ndarray, *, hidden: int = 16, gcn_layers: int = 2,
+                 use: np.ndarray | None = None) -> None:
         super().__init__()
-        self.encoder = InputEncoder(mean, std)
+        self.encoder = InputEncoder(mean, std, use)
         widths = [2 * self.encoder.n_features] + [hidden] * gcn_layers
         self.convs = nn.ModuleList(GCNConv(a, b, add_self_loops=True, normalize=True)
                                    for a, b in zip(widths[:-1], widths[1:]))
@@ -117,6 +124,11 @@ class GcnGru(nn.Module):
             z = torch.relu(torch.matmul(adjacency, conv.lin(z)) + conv.bias)
         out = self.readout_all(z[:, :, centre])
         return out if interval else out[..., 0]
+
+
+def feature_use(features: tuple[str, ...], *, position: bool) -> np.ndarray:
+    """1 per feature the model sees; raw ``lat``/``lon`` only with ``position``."""
+    return np.array([0.0 if (name in ("lat", "lon") and not position) else 1.0 for name in features], np.float32)
 
 
 def gcn_adjacency(height: int, width: int, valid: np.ndarray | None = None) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from etfuse.features import FEATURES
 from etfuse.interval import QUANTILES
 from etfuse.settings import Settings
-from training.model import GcnGru, gcn_adjacency, king_edges
+from training.model import GcnGru, feature_use, gcn_adjacency, king_edges
 from training.samples import SampleSet, Split
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ def _fit(samples: SampleSet, split: Split, norm: dict, settings: Settings,
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     rng = np.random.default_rng(cfg.seed)
-    model = GcnGru(np.array(norm["mean"]), np.array(norm["std"]), hidden=cfg.hidden, gcn_layers=cfg.gcn_layers).to(device)
+    model = GcnGru(np.array(norm["mean"]), np.array(norm["std"]), hidden=cfg.hidden, gcn_layers=cfg.gcn_layers,
+                   use=feature_use(FEATURES, position=cfg.position_features)).to(device)
     if samples.patch_size // 2 < model.receptive_field:
         raise ValueError(f"training.patch_radius {samples.patch_size // 2} is smaller than the model's receptive "
                          f"field {model.receptive_field}; station outputs would depend on the patch border")

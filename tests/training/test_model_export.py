@@ -152,3 +152,23 @@ def test_training_loss_fits_the_quantiles():
     lo, et, hi = (float(out.mean(0)[k]) for k in (1, 0, 2))
     assert abs(et - float(y.mean())) < 0.05
     assert abs(lo - float(torch.quantile(y, 0.05))) < 0.1 and abs(hi - float(torch.quantile(y, 0.95))) < 0.1
+
+
+def test_raw_position_is_invisible_to_the_model_unless_asked():
+    """training.position_features false (the default): moving a cell's lat/lon changes nothing."""
+    from etfuse.features import FEATURES
+    from training.model import feature_use
+    rng = np.random.default_rng(2)
+    x, mask = random_tile(rng, holes=False)
+    moved = x.copy()
+    for name in ("lat", "lon"):
+        moved[..., FEATURES.index(name)] += 3.0
+    outputs = {}
+    for position in (False, True):
+        torch.manual_seed(0)
+        m = GcnGru(np.zeros(F), np.ones(F), hidden=8, use=feature_use(FEATURES, position=position)).eval()
+        for p in m.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        outputs[position] = (pyg_on_tile(m, x, mask), pyg_on_tile(m, moved, mask))
+    np.testing.assert_array_equal(*outputs[False])
+    assert np.abs(outputs[True][0] - outputs[True][1]).max() > 1e-3
