@@ -20,7 +20,8 @@ Here the expensive work goes to a small executor of its own:
 Waiting for the lane is ``await``-ed, so a waiting render holds no thread: the threads stay free
 for point and area reads.  At most ``distribution.render_queue`` renders wait per API process; one
 more is answered 503 with ``Retry-After`` (a bounded queue instead of an unbounded memory and
-latency debt).
+latency debt).  A lane process that dies (killed, out of memory) fails the renders it had with 503
+and is replaced on the next render.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import logging
 import multiprocessing
 import os
 import threading
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable
 
 from fastapi import HTTPException
@@ -91,6 +92,15 @@ class RenderLane:
             else:
                 future = self._pool().submit(fn, self.product, *args)
             return await asyncio.wrap_future(future)
+        except BrokenExecutor:
+            # a worker process died (killed, out of memory): the next render starts a fresh pool
+            log.error("the render lane's worker process stopped; starting a new one for the next render")
+            with self._lock:
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False, cancel_futures=True)
+                    self._executor = None
+            raise HTTPException(503, "the map and subset renderer restarted; retry shortly",
+                                headers={"Retry-After": "1"}) from None
         finally:
             self.waiting -= 1
 

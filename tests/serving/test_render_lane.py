@@ -158,6 +158,27 @@ def test_process_lane_runs_renders_in_a_lower_priority_process_with_its_own_stor
     assert own_cpu < 0.5, f"the API process spent {own_cpu:.2f} s of CPU on 0.9 s of rendering"
 
 
+def die(product) -> None:
+    os._exit(3)                                         # a lane worker killed in the middle of a render
+
+
+def test_a_dead_lane_process_is_a_503_and_is_replaced(tmp_path, store):
+    from fastapi import HTTPException
+    lane = RenderLane(make_settings(tmp_path, render_lane="process", render_nice=0), store)
+
+    async def scenario():
+        with pytest.raises(HTTPException) as dead:
+            await lane.run(die)
+        return dead.value, await lane.run(worker_facts, 0.0)
+
+    try:
+        dead, facts = asyncio.run(scenario())
+    finally:
+        lane.close()
+    assert dead.status_code == 503 and dead.headers["Retry-After"] == "1"
+    assert facts[2] == str(store.root) and lane.waiting == 0
+
+
 def test_cached_overlay_is_redrawn_when_its_day_is_rewritten(tmp_path, store):
     from fastapi.testclient import TestClient
     from PIL import Image
