@@ -73,13 +73,14 @@ def slow_subset(product, bbox, start, end, folder) -> bytes:
 
 
 def test_point_and_area_answer_while_more_renders_wait_than_the_api_has_threads(tmp_path, store, monkeypatch):
-    """45 subsets in flight (more than anyio's 40 worker threads) on a lane of width 8 take 6 x 1.5 s;
-    point and area requests meanwhile answer at once, and every subset still succeeds."""
+    """60 subsets in flight (more than anyio's 40 worker threads) on a lane of width 8 take 8 x 1.5 s;
+    point and area requests meanwhile answer at once, and every subset still succeeds.  Before the
+    lane, each waiting download held a thread and a point read waited about 3.5 s here."""
     import serving.downloads
     from serving.api import create_app
     monkeypatch.setattr(serving.downloads, "subset_bytes", slow_subset)
     settings = make_settings(tmp_path, render_lane="thread", max_concurrent_downloads=8)
-    n_renders = 45
+    n_renders = 60
 
     async def scenario(url: str):
         limits = httpx.Limits(max_connections=n_renders + 10)
@@ -104,7 +105,7 @@ def test_point_and_area_answer_while_more_renders_wait_than_the_api_has_threads(
     assert done_early <= 16, "the renders must still be waiting while the cheap requests run"
     for seconds, r, a in cheap:
         assert r.status_code == 200 and a.status_code == 200
-        assert seconds < 1.0, f"a point and an area read took {seconds:.2f} s behind waiting renders"
+        assert seconds < 0.5, f"a point and an area read took {seconds:.2f} s behind waiting renders"
     assert [s.status_code for s in subsets] == [200] * n_renders          # waiting renders do not fail
     assert {s.content for s in subsets} == {b"CDF-stand-in"}
 
