@@ -365,6 +365,10 @@ class ServingSettings(_Section):
     #: HTTP API
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    #: uvicorn worker processes of ``etfuse serve`` (each with its own render lane and open files).
+    #: 2 served point/area reads faster than 1 on the 2-core bench host (bench/results.md, api_load),
+    #: but each worker counts its own requests in /metrics: keep 1 where Prometheus rates matter.
+    api_workers: int = Field(1, ge=1, le=32)
     #: Longest time series one request may ask for [days].
     max_range_days: int = Field(3660, ge=1)
     #: Largest area statistic one request may ask for [cells].
@@ -567,9 +571,17 @@ class DistributionSettings(_Section):
     public_subset_cells: int = Field(2_000_000, ge=0)
     #: Largest NetCDF subset (cells x days) served at all, even with the token.
     max_subset_cells: int = Field(50_000_000, ge=1)
-    #: NetCDF subsets written at the same time per API process; more wait (measured under load:
-    #: bench/api_load.py; a subset costs 0.1-0.2 s of CPU and would otherwise delay point reads).
+    #: Width of the render lane per API process (serving/render_lane.py): NetCDF subsets and first
+    #: drawings of map overlays running at the same time; more wait there, holding no thread (a
+    #: subset costs 50-200 ms of CPU, a drawing about 0.2 s; point and area reads never wait for them).
     max_concurrent_downloads: int = Field(1, ge=1, le=64)
+    #: Where the render lane runs: "process" = that many worker processes of their own (own GIL and
+    #: netCDF handles, lower CPU priority), "thread" = threads of the API process.
+    render_lane: Literal["process", "thread"] = "process"
+    #: Niceness added to the render lane's processes: the API process gets the CPU first [0-19].
+    render_nice: int = Field(10, ge=0, le=19)
+    #: Renders waiting in the lane per API process at most; one more is answered 503 with Retry-After.
+    render_queue: int = Field(256, ge=1)
     #: ``/metrics`` without the token (set when Prometheus scrapes over a private network only).
     metrics_public: bool = False
     #: Folder of the built explorer bundle (``index.html``, ``vendor/``); None = ``serving/explorer/dist``

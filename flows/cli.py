@@ -272,6 +272,12 @@ def serve(
     from serving.api import create_app
     from serving.wiring import ServingParts
     s = settings()
+    if s.serving.api_workers > 1:      # each worker process builds its app from the same configuration
+        if cli_config_path():
+            os.environ["ETFUSE_CONFIG"] = cli_config_path()
+        uvicorn.run("serving.api:app_from_environment", factory=True, workers=s.serving.api_workers,
+                    host=host or s.serving.host, port=port or s.serving.port, log_level="info")
+        return
     parts = ServingParts(s)
     app_ = create_app(s, registry=parts.registry, predictor=parts.predictor)
     uvicorn.run(app_, host=host or s.serving.host, port=port or s.serving.port, log_level="info")

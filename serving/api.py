@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-import threading
+from contextlib import asynccontextmanager
 from datetime import date
 from typing import Literal
 
@@ -69,6 +69,9 @@ class TimeseriesPoint(BaseModel):
     et_mm: float | None = Field(description="daily actual evapotranspiration [mm] (= kg m-2); null where no product")
     status: str | None = Field(description="provisional or final")
     model_version: int | None
+    et_q05_mm: float | None = Field(None, description="lower bound of the cell's 90 % interval [mm]; null for days "
+                                                      "whose model gave no interval")
+    et_q95_mm: float | None = Field(None, description="upper bound of the cell's 90 % interval [mm]; null likewise")
 
 
 class Timeseries(BaseModel):
@@ -92,6 +95,10 @@ class AreaStats(BaseModel):
     total_m3: float | None = Field(description="volume evaporated over the cells [m3] (cell areas on the sphere)")
     status: str | None
     model_version: int | None
+    et_q05_mean_mm: float | None = Field(None, description=(
+        "box mean of the cells' 5 % bounds [mm]; with et_q95_mean_mm the 90 % interval of the box mean if the "
+        "cells' errors were fully correlated, a conservative (too wide) one otherwise; null for days without intervals"))
+    et_q95_mean_mm: float | None = Field(None, description="box mean of the cells' 95 % bounds [mm]; see et_q05_mean_mm")
 
 
 class ModelInfo(BaseModel):
@@ -109,20 +116,27 @@ def _finite(value: float) -> float | None:
 def create_app(settings: Settings, *, product=None, registry=None, predictor=None) -> FastAPI:
     """The API over ``settings``' product; collaborators can be injected (tests)."""
     from serving.access import RateLimit, check_token
-    from serving.downloads import subset_size, write_subset
+    from serving.downloads import subset_bytes, subset_size
     from serving.explorer_api import explorer_router
     from serving.metrics import RequestMetrics, make_registry
     from serving.product import DayNotFoundError, ProductError, ProductStore
+    from serving.render_lane import RenderLane
     from serving.stac import stac_root
 
     grid = TargetGrid.from_region(settings.region)
     product = product or ProductStore(settings, grid)
     limits = settings.serving
-    app = FastAPI(title="etfuse ET product API", version=__version__,
+    dist = settings.distribution
+    lane = RenderLane(settings, product)        # subsets and overlay drawings: never in the threads of point/area reads
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        lane.close()
+
+    app = FastAPI(lifespan=lifespan, title="etfuse ET product API", version=__version__,
                   description="Daily actual evapotranspiration over Qinghai (0.01 deg), fused from GLEAM, "
                               "ERA5-Land and MODIS by a GCN-GRU. Read-only.")
-    dist = settings.distribution
-    downloads_slots = threading.BoundedSemaphore(dist.max_concurrent_downloads)
     metrics_registry = make_registry(settings, product, registry)
     app.add_middleware(RateLimit, per_minute=dist.rate_limit_per_minute)
     app.add_middleware(RequestLimits)
@@ -209,7 +223,8 @@ def create_app(settings: Settings, *, product=None, registry=None, predictor=Non
             out.to_csv(text, index=False, float_format="%.3f", date_format="%Y-%m-%d")
             return PlainTextResponse(text.getvalue(), media_type="text/csv")
         values = [TimeseriesPoint(date=pd.Timestamp(r.date).date(), et_mm=_finite(r.et_mm), status=r.status,
-                                  model_version=None if pd.isna(r.model_version) else int(r.model_version))
+                                  model_version=None if pd.isna(r.model_version) else int(r.model_version),
+                                  et_q05_mm=_finite(r.et_q05_mm), et_q95_mm=_finite(r.et_q95_mm))
                   for r in frame.itertuples()]
         return Timeseries(lat=lat, lon=lon, cell_lat=cell_lat, cell_lon=cell_lon, values=values)
 
@@ -235,7 +250,12 @@ def create_app(settings: Settings, *, product=None, registry=None, predictor=Non
             dlat = np.deg2rad(grid.resolution_deg)
             area_m2 = (6_371_000.0 ** 2) * dlat * dlat * np.cos(np.deg2rad(lats))
             volume = float(np.nansum(values * area_m2 / 1000.0))
-        return AreaStats(date=day, bbox=(west, south, east, north), cells=int(values.size), valid_cells=int(finite.sum()),
+        band = {}
+        if product.has_interval(record):
+            for name in ("et_q05", "et_q95"):
+                bound = product.read_area(box, pd.Timestamp(day), name)
+                band[f"{name}_mean_mm"] = _finite(np.nanmean(bound)) if np.isfinite(bound).any() else None
+        return AreaStats(**band, date=day, bbox=(west, south, east, north), cells=int(values.size), valid_cells=int(finite.sum()),
                          mean_mm=_finite(np.nanmean(values)) if finite.any() else None,
                          min_mm=_finite(np.nanmin(values)) if finite.any() else None,
                          max_mm=_finite(np.nanmax(values)) if finite.any() else None,
@@ -250,7 +270,7 @@ def create_app(settings: Settings, *, product=None, registry=None, predictor=Non
 
     @app.get("/subset.nc", summary="NetCDF subset of the product (days x box), CF attributes as the product files",
              response_class=Response, responses={200: {"content": {"application/x-netcdf": {}}}})
-    def subset(request: Request, west: float = Query(..., description="[degrees east]"), south: float = Query(...),
+    async def subset(request: Request, west: float = Query(..., description="[degrees east]"), south: float = Query(...),
                east: float = Query(...), north: float = Query(...), start: date = Query(...),
                end: date = Query(...)) -> Response:
         if not (west < east and south < north):
@@ -265,12 +285,8 @@ def create_app(settings: Settings, *, product=None, registry=None, predictor=Non
         if size > dist.public_subset_cells:
             check_token(settings, request, f"a subset of {size} cells x days (more than "
                                            f"{dist.public_subset_cells} without the token)")
-        with downloads_slots:       # bulkhead: downloads queue here instead of starving point and area reads
-            path = write_subset(product, box, start, end, settings.folder("cache") / "subsets")
-        try:
-            body = path.read_bytes()
-        finally:
-            path.unlink(missing_ok=True)
+        # the render lane: downloads wait there (holding no thread) instead of starving point and area reads
+        body = await lane.run(subset_bytes, box, start, end, settings.folder("cache") / "subsets")
         name = f"etfuse_et_{start:%Y%m%d}_{end:%Y%m%d}_{west:g}_{south:g}_{east:g}_{north:g}.nc"
         return Response(body, media_type="application/x-netcdf",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -299,7 +315,7 @@ def create_app(settings: Settings, *, product=None, registry=None, predictor=Non
         media = "application/json" if path.suffix == ".json" else None
         return FileResponse(path, media_type=media)
 
-    app.include_router(explorer_router(settings, grid, product, record_of))
+    app.include_router(explorer_router(settings, grid, product, record_of, lane=lane))
     return app
 
 

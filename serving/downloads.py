@@ -80,3 +80,16 @@ def write_subset(product: ProductStore, bbox: tuple[float, float, float, float],
             os.unlink(path)
         raise
     return path
+
+
+def subset_bytes(product: ProductStore, bbox: tuple[float, float, float, float], start: date, end: date,
+                 folder: Path) -> bytes:
+    """The subset of :func:`write_subset` as bytes (what the API sends); its temporary file is removed.
+
+    Runs on the API's render lane (serving/render_lane.py), in a worker process by default.
+    """
+    path = write_subset(product, bbox, start, end, folder)
+    try:
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)

@@ -23,12 +23,15 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from fastapi import APIRouter, HTTPException
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from etfuse.settings import Settings
 from etfuse.tempfiles import write_atomic
 from serving import quicklook as ql
+from serving.render_lane import RenderLane
 
 #: the built bundle (``make explorer``); absent in a checkout that was never built
 EXPLORER_DIST = Path(__file__).resolve().parent / "explorer" / "dist"
@@ -81,17 +84,22 @@ def outline_geojson(settings: Settings, grid) -> dict:
 
 
 class OverlayCache:
-    """Overlay PNGs by (day, file SHA-256): a replaced day gets a new picture, an old one ages out."""
+    """Overlay PNGs by (day, file SHA-256, layer): a replaced day gets a new picture, an old one ages out.
+
+    Bounded by count (``size`` pictures of about 0.3 MB each); least recently used out first.
+    """
 
     def __init__(self, size: int = OVERLAY_CACHE_DAYS) -> None:
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
 
-    def get(self, key, make) -> bytes:
+    def peek(self, key) -> bytes | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        value = make()
+        return None
+
+    def put(self, key, value: bytes) -> bytes:
         with self._lock:
             self._items[key] = value
             while len(self._items) > self.size:
@@ -99,20 +107,25 @@ class OverlayCache:
         return value
 
 
-def stored_overlay(product, record) -> bytes:
-    """The day's overlay from ``<product>/overlays`` (named by the day file's SHA-256), drawn once.
+def overlay_path(product, record, layer: str = "et") -> Path:
+    """Where the overlay of ``layer`` of the day version ``record`` is kept (named by the file's SHA-256)."""
+    stem = f"etfuse_et_{record.day:%Y-%m-%d}" + ("" if layer == "et" else f"_{layer}")
+    return Path(product.root) / "overlays" / f"{record.day:%Y}" / f"{stem}_{record.file_sha256[:16]}.png"
+
+
+def stored_overlay(product, record, layer: str = "et") -> bytes:
+    """The day's overlay of ``layer`` (``et``, ``et_q05``, ``et_q95``) from ``<product>/overlays``, drawn once.
 
     Kept on disk so every API worker and restart shares one drawing per day version (about 0.2 s
     on the province grid); a replaced day has a new SHA-256, older pictures of it are removed.
     """
-    folder = Path(product.root) / "overlays" / f"{record.day:%Y}"
-    stem = f"etfuse_et_{record.day:%Y-%m-%d}"
-    path = folder / f"{stem}_{record.file_sha256[:16]}.png"
+    path = overlay_path(product, record, layer)
+    folder, stem = path.parent, path.name.rsplit("_", 1)[0]
     try:
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    png = overlay_png(product.read_field(record.day))
+    png = overlay_png(product.read_field(record.day, layer))
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(path, png)
     for old in folder.glob(f"{stem}_*.png"):
@@ -121,8 +134,14 @@ def stored_overlay(product, record) -> bytes:
     return png
 
 
-def explorer_router(settings: Settings, grid, product, record_of, dist: Path | None = None) -> APIRouter:
-    """Routes of the explorer page; ``record_of(day)`` answers 404 for a day without product."""
+def explorer_router(settings: Settings, grid, product, record_of, dist: Path | None = None, *,
+                    lane: RenderLane | None = None) -> APIRouter:
+    """Routes of the explorer page; ``record_of(day)`` answers 404 for a day without product.
+
+    A picture not drawn yet is drawn on ``lane`` (serving/render_lane.py), never in the threads
+    that answer point and area reads; a drawn one comes from memory or ``<product>/overlays``.
+    """
+    lane = lane or RenderLane(settings, product)
     dist = dist or settings.distribution.explorer_dist or EXPLORER_DIST
     router = APIRouter()
     cache = OverlayCache()
@@ -157,9 +176,17 @@ def explorer_router(settings: Settings, grid, product, record_of, dist: Path | N
 
     @router.get("/overlay/{day}.png", summary="A day's ET as a map overlay (lon/lat frame, bounds in /legend)",
                 response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def overlay(day: date) -> Response:
+    async def overlay(day: date, layer: Literal["et", "et_q05", "et_q95"] = Query(
+            "et", description="et, or a bound of the 90 % interval (et_q05, et_q95; 404 for days without)")) -> Response:
         record = record_of(day)
-        png = cache.get((record.day, record.file_sha256), lambda: stored_overlay(product, record))
+        key = (record.day, record.file_sha256, layer)
+        png = cache.peek(key)
+        if png is None:
+            try:                        # drawn before (by this or another worker): a file read, no lane
+                png = overlay_path(product, record, layer).read_bytes()
+            except FileNotFoundError:
+                png = await lane.run(stored_overlay, record, layer)
+            cache.put(key, png)
         return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})
 
     return router

@@ -112,6 +112,7 @@ class ProductStore(ProductReads, ProductLedger):
         #: file's open is most of an area read (bench/api_load.py); least recently used closed first
         self._handles: OrderedDict[Path, tuple[tuple, netCDF4.Dataset]] = OrderedDict()
         self._records_cache: tuple[tuple, list[DayRecord]] | None = None       # see records()
+        self._interval_cache: dict[tuple[Path, str], bool] = {}            # see has_interval()
         create_ledger(settings.ledger.url, self.root / "ledger.sqlite", schema_name("product", self.root), _SCHEMA)
         self.last_reconcile = self.reconcile() if reconcile else ReconcileReport()
 

@@ -2,12 +2,14 @@
 # `make images`: builds the images of docker-compose.yml with the classic builder, reaching only
 # Debian's mirror and PyPI (docs/deployment.md, "Building without a registry").
 #
-#   sh infra/docker/build-images.sh [IMAGE...]      IMAGE: cpu postgres seaweedfs gpu (default: all)
+#   sh infra/docker/build-images.sh [IMAGE...]      IMAGE: cpu postgres seaweedfs gpu prometheus
+#                                                   (default: all but prometheus, the monitoring profile's)
 #
 #   ETFUSE_BASE=local      (default) bases from debootstrap (infra/docker/base-image.sh):
 #                          local/python:3.11-bookworm and local/debian:bookworm
 #   ETFUSE_BASE=registry   the usual registry bases (python:3.11.14-slim-bookworm, debian:12.12-slim)
-#   ETFUSE_IMAGE_CPU, ETFUSE_IMAGE_GPU, ETFUSE_IMAGE_POSTGRES, ETFUSE_IMAGE_SEAWEEDFS: the tags
+#   ETFUSE_IMAGE_CPU, ETFUSE_IMAGE_GPU, ETFUSE_IMAGE_POSTGRES, ETFUSE_IMAGE_SEAWEEDFS,
+#   ETFUSE_IMAGE_PROMETHEUS: the tags
 #                          (defaults as in docker-compose.yml; .env sets them for compose)
 #
 # Build-time inputs go to infra/docker/build-context/ (ignored by git), which only the build stages
@@ -77,6 +79,8 @@ for image in $images; do
                    --build-arg DEBIAN_IMAGE="$debian_image" ;;
         seaweedfs) build seaweedfs "${ETFUSE_IMAGE_SEAWEEDFS:-etfuse-seaweedfs:4.48}" infra/docker/Dockerfile.seaweedfs \
                    --build-arg PYTHON_IMAGE="$python_image" --build-arg DEBIAN_IMAGE="$debian_image" ;;
-        *) echo "build-images: unknown image '$image' (cpu postgres seaweedfs gpu)" >&2; exit 2 ;;
+        prometheus) build prometheus "${ETFUSE_IMAGE_PROMETHEUS:-etfuse-prometheus:2.42}" \
+                   infra/docker/Dockerfile.prometheus --build-arg DEBIAN_IMAGE="$debian_image" ;;
+        *) echo "build-images: unknown image '$image' (cpu postgres seaweedfs gpu prometheus)" >&2; exit 2 ;;
     esac
 done

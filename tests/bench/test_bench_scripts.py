@@ -54,3 +54,19 @@ def test_predict_day_steady_and_cold_on_the_full_province():
     cold = seconds(out, r"\| cold \| 1 \| ([\d.]+) \|")
     assert cold > steady                                         # cold computes 7 spatial passes, steady one
     assert "eager" not in out.split("| case |")[1]
+
+
+def test_api_load_measures_every_kind_with_its_own_light_client():
+    """A few seconds of bench/api_load.py on a 3-day full-province product: every kind answered,
+    no 5xx, no client error, the server's histogram and both CPU figures reported."""
+    out = run_bench("api_load.py", "--days", "3", "--clients", "4", "--seconds", "4", "--workers", "1",
+                    timeout=600)
+    rows = {m.group(1): m.group(2).split(" | ") for m in re.finditer(r"^\| (point|area|map|tile) \| (.*) \|$", out,
+                                                                      flags=re.M)}
+    assert set(rows) == {"point", "area", "map", "tile"}, out[-2000:]
+    for kind, cells in rows.items():
+        requests, five_xx, other, errors = int(cells[0]), cells[5], cells[6], cells[7]
+        assert requests > 0 and (five_xx, other, errors) == ("0", "0", "0"), (kind, cells)
+        assert cells[8].startswith("<= ") and cells[9].endswith("%"), (kind, cells)
+    generator = float(re.search(r"load generator \(this process, asyncio streams\) ([\d.]+) cores", out).group(1))
+    assert 0 <= generator < 1.0 and re.search(r"server \(all its processes\) [\d.]+ cores", out)

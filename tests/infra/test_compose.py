@@ -35,9 +35,10 @@ VENV_BIN = Path(sys.executable).parent
 SCHEMA = INFRA / "compose-spec" / "compose_spec.json"
 SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 DOCKERFILES = {"cpu": INFRA / "docker" / "Dockerfile.cpu", "gpu": INFRA / "docker" / "Dockerfile.gpu"}
-# every image of the stack is built here: the etfuse images above, PostgreSQL and SeaweedFS
+# every image of the stack but Grafana is built here: the etfuse images above, PostgreSQL, SeaweedFS, Prometheus
 ALL_DOCKERFILES = {**DOCKERFILES, "postgres": INFRA / "docker" / "Dockerfile.postgres",
-                   "seaweedfs": INFRA / "docker" / "Dockerfile.seaweedfs"}
+                   "seaweedfs": INFRA / "docker" / "Dockerfile.seaweedfs",
+                   "prometheus": INFRA / "docker" / "Dockerfile.prometheus"}
 SECRETS = ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY",
            "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "PREFECT_AUTH_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
            "MLFLOW_READER_PASSWORD", "ETFUSE_SERVING__ADMIN_TOKEN")
@@ -93,7 +94,7 @@ def compose_variables() -> dict[str, str]:
 
 
 def image_of(service: dict) -> str:
-    """'cpu' / 'gpu' / 'postgres' / 'seaweedfs': which of our Dockerfiles builds the service's image."""
+    """'cpu' / 'gpu' / 'postgres' / 'seaweedfs' / 'prometheus': which of our Dockerfiles builds the service's image."""
     build = service.get("build")
     if build:
         return {f"infra/docker/{p.name}": name for name, p in ALL_DOCKERFILES.items()}[build["dockerfile"]]

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from serving.explorer_api import EXPLORER_DIST
+from tests.serving.interval_files import with_interval
 from tests.services import free_port, wait_http
 
 CHROMIUM = Path(os.environ.get("ETFUSE_CHROMIUM", "/usr/bin/chromium"))
@@ -66,9 +67,12 @@ def server(tmp_path_factory):
     settings = load_settings(home=home, region="test", serving={"quicklooks": False})
     store = ProductStore(settings)
     for k, day in enumerate(DAYS):
-        store.write_day(day, field(store.grid.shape, k), model_version=3,
+        values = field(store.grid.shape, k)
+        store.write_day(day, values, model_version=3,
                         status="provisional" if k == len(DAYS) - 1 else "final",
                         sources_used={"era5land", "gleam"}, fingerprint=hashlib.sha256(f"b{k}".encode()).hexdigest())
+        if k > 0:                     # the 90 % interval from the second day on; the first is an older model's
+            with_interval(store, day, values - 0.8, values + 1.2)
     port = free_port()
     config = uvicorn.Config(create_app(settings, product=store, registry=FakeRegistry()), host="127.0.0.1", port=port,
                             log_level="warning")
@@ -137,6 +141,12 @@ def test_click_returns_a_series(page):
     (artifacts() / "02_chart.png").write_bytes(page.locator("#chart").screenshot())
     line = (np.abs(chart - np.array([0x1f, 0x77, 0xb4])).sum(axis=2) < 60).sum()
     assert line > 20, "the series line is not drawn on the chart canvas"
+    # the 90 % band: shaded on the two days that have it, said under the chart
+    assert page.evaluate("document.body.dataset.seriesBand") == str(len(DAYS) - 1)
+    assert "90 % interval (2 of 3 days" in page.locator("#pointinfo").inner_text()
+    shade = np.array([31, 119, 180]) * 0.22 + 255 * 0.78           # rgba(31,119,180,0.22) on white
+    shaded = (np.abs(chart - shade).sum(axis=2) < 30).sum()
+    assert shaded > 200, f"the interval band is not shaded on the chart ({shaded} pixels)"
     csv = page.locator("#dl-csv").get_attribute("href")
     nc = page.locator("#dl-nc").get_attribute("href")
     assert "format=csv" in csv and nc.startswith("/subset.nc?")

@@ -336,7 +336,8 @@ def test_read_point_and_area(store):
     lat, lon = 36.2537, 101.1111                       # inside the cell centred at (36.255, 101.115)
     row, col = int((37.5 - lat) // 0.01), int((lon - 100.5) // 0.01)
     frame = store.read_point(lat, lon, "2021-03-03", "2021-03-10")
-    assert list(frame.columns) == ["date", "et_mm", "status", "model_version"]
+    assert list(frame.columns) == ["date", "et_mm", "status", "model_version", "et_q05_mm", "et_q95_mm"]
+    assert frame[["et_q05_mm", "et_q95_mm"]].isna().all().all()       # days written without the 90 % interval
     assert frame["date"].tolist() == days[2:10]
     expected = np.array([fields[d][row, col] for d in days[2:10]])
     assert np.max(np.abs(frame["et_mm"].to_numpy() - expected)) <= PRECISION

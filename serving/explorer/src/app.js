@@ -84,11 +84,16 @@
     const data = [xs, ys];
     const series = [{}, { label: "ET [mm/day]", stroke: "#1f77b4", width: 1.5, points: { show: vals.length < 60 } }];
     const bands = [];
-    if (vals.length && "et_lower_mm" in vals[0] && "et_upper_mm" in vals[0]) {   // uncertainty, when the model gives it
-      data.push(vals.map((v) => v.et_lower_mm), vals.map((v) => v.et_upper_mm));
-      series.push({ label: "lower", stroke: "#9cc3e6" }, { label: "upper", stroke: "#9cc3e6" });
-      bands.push({ series: [3, 2], fill: "rgba(31,119,180,0.18)" });
+    // the 90 % interval (et_q05_mm .. et_q95_mm), on the days whose model gave one (null on the others: a gap)
+    const q05 = vals.map((v) => (v.et_q05_mm === undefined ? null : v.et_q05_mm));
+    const q95 = vals.map((v) => (v.et_q95_mm === undefined ? null : v.et_q95_mm));
+    const banded = q05.filter((v, k) => v !== null && q95[k] !== null).length;
+    if (banded) {
+      data.push(q05, q95);
+      series.push({ label: "5 %", stroke: "#9cc3e6", width: 1 }, { label: "95 %", stroke: "#9cc3e6", width: 1 });
+      bands.push({ series: [3, 2], fill: "rgba(31,119,180,0.22)" });
     }
+    document.body.dataset.seriesBand = String(banded);
     const width = Math.max(300, $("chart").clientWidth || 420);
     if (plot) plot.destroy();
     plot = new uPlot({ width, height: 260, series, bands, scales: { x: { time: true } },
@@ -96,7 +101,8 @@
     const finite = ys.filter((y) => y !== null);
     const mean = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
     $("pointinfo").textContent = `cell ${body.cell_lat.toFixed(3)} N, ${body.cell_lon.toFixed(3)} E: ${vals.length} days, ` +
-      `mean ${fmt(mean)} mm/day, last ${fmt(ys[ys.length - 1])} mm`;
+      `mean ${fmt(mean)} mm/day, last ${fmt(ys[ys.length - 1])} mm` +
+      (banded ? `; shaded: 90 % interval (${banded} of ${vals.length} days; days of older models have none)` : "");
     document.body.dataset.seriesPoints = String(vals.length);
     const h = state.legend.resolution_deg * 0.4;
     const box = `west=${(body.cell_lon - h).toFixed(4)}&south=${(body.cell_lat - h).toFixed(4)}` +
