@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             result.timings["truth"] = time.perf_counter() - t0
         title = f"{args.profile or 'default'} world, region {args.region}, {args.start}..{args.end}, seed {seed}"
         write_report(result, args.out / f"seed{seed}", settings, title=title)
+        # every out-of-fold and final-test prediction (with the raw quantiles), for re-analysis
+        # without retraining; in the work folder, not the repository
+        result.cv_frame.to_pickle(settings.home / "protocol_cv_frame.pkl")
+        result.final_frame.to_pickle(settings.home / "protocol_final_frame.pkl")
         overall = result.cv["overall"].assign(seed=seed, split="cv")
         final = result.final_test.get("overall", pd.DataFrame()).assign(seed=seed, split="final")
         diff = result.cv.get("difference", pd.DataFrame()).assign(seed=seed)

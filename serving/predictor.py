@@ -264,8 +264,8 @@ class Predictor:
         et = out[0].reshape(shape)
         if model.interval is None:
             return DayFields(et)
-        factor = model.interval.overall if day is None else model.interval.factor(day)
-        lower, upper = apply_interval(et, out[1].reshape(shape), out[2].reshape(shape), factor)
+        f_lo, f_hi = model.interval.overall if day is None else model.interval.factor(day)
+        lower, upper = apply_interval(et, out[1].reshape(shape), out[2].reshape(shape), f_lo, f_hi)
         return DayFields(et, lower, upper)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -33,8 +33,9 @@ def calibrate_frame(frame: pd.DataFrame, *, et: str = "fused", q05: str = "fused
 def with_interval(frame: pd.DataFrame, calibration: IntervalCalibration, *, et: str = "fused",
                   q05: str = "fused_q05_raw", q95: str = "fused_q95_raw", prefix: str = "fused") -> pd.DataFrame:
     """``frame`` plus ``<prefix>_lower`` / ``<prefix>_upper``: the calibrated bounds of each row's day."""
-    factor = np.array([calibration.factor(d) for d in frame["date"]], dtype=np.float32)
-    lower, upper = apply_interval(frame[et].to_numpy(), frame[q05].to_numpy(), frame[q95].to_numpy(), factor)
+    factor = np.array([calibration.factor(d) for d in frame["date"]], dtype=np.float32).reshape(-1, 2)
+    lower, upper = apply_interval(frame[et].to_numpy(), frame[q05].to_numpy(), frame[q95].to_numpy(),
+                                  factor[:, 0], factor[:, 1])
     return frame.assign(**{f"{prefix}_lower": lower, f"{prefix}_upper": upper})
 
 
@@ -50,6 +51,6 @@ def interval_metrics(table: pd.DataFrame, calibration: IntervalCalibration) -> d
     for rec in table.itertuples(index=False):
         out[f"interval_coverage_{rec.season}"] = float(rec.coverage)
         out[f"interval_width_mm_{rec.season}"] = float(rec.mean_width_mm)
-    out["interval_factor_all"] = calibration.overall
-    out.update({f"interval_factor_{k}": v for k, v in calibration.factors.items()})
+    for name, (lo, hi) in [("all", calibration.overall), *calibration.factors.items()]:
+        out[f"interval_factor_lower_{name}"], out[f"interval_factor_upper_{name}"] = lo, hi
     return out

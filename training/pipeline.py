@@ -119,8 +119,8 @@ def run_training(settings: Settings, *, registry=None, actor: str = "cli", start
     calibration, calibrated_on = calibrate_frame(frame)
     frame = with_interval(frame, calibration)
     interval_table = interval_check(frame, calibrated_on)
-    echo(f"interval: {calibration.level:.0%} half-widths scaled by {calibration.overall:.2f} (per season "
-         f"{', '.join(f'{k} {v:.2f}' for k, v in calibration.factors.items())}), calibrated on the {calibrated_on} "
+    echo(f"interval: {calibration.level:.0%} half-widths scaled by lower/upper factors {calibration.describe()}, "
+         f"calibrated on the {calibrated_on} "
          "station-days; coverage " + ", ".join(f"{r.season} {r.coverage:.1%}" for r in interval_table.itertuples()))
     for source in ("gleam", "modis"):
         frame[f"fused_without_{source}"] = predict(result.model, batcher, keys, drop_source=source)

@@ -51,13 +51,16 @@ def test_train_register_gate_and_rollback(two_year_store, tmp_path):
     registry = ModelRegistry(settings)
     assert registry.champion().version == 1
     # the interval: calibrated on the spatial hold-out, its coverage logged, its factors in the ONNX
-    assert re.search(r"interval: 90% half-widths scaled by \d+\.\d\d .*coverage all \d", first.output), first.output
+    assert re.search(r"interval: 90% half-widths scaled by lower/upper factors all \d+\.\d\d/\d+\.\d\d.*coverage all \d",
+                     first.output), first.output
     v1 = registry.champion().metrics
-    assert 0.5 < v1["interval_coverage_all"] <= 1.0 and v1["interval_factor_all"] > 0 and v1["interval_width_mm_all"] > 0
+    assert 0.5 < v1["interval_coverage_all"] <= 1.0 and v1["interval_width_mm_all"] > 0
+    assert v1["interval_factor_lower_all"] > 0 and v1["interval_factor_upper_all"] > 0
     from etfuse.interval import IntervalCalibration
     from training.export import onnx_metadata
     calibration = IntervalCalibration.from_json(onnx_metadata(registry.onnx_model_path("champion")[0])["interval_calibration"])
-    assert calibration.level == 0.9 and calibration.overall == pytest.approx(v1["interval_factor_all"])
+    assert calibration.level == 0.9
+    assert calibration.overall == pytest.approx((v1["interval_factor_lower_all"], v1["interval_factor_upper_all"]))
     # a manual promotion, then a rollback: one command each, history tells the story
     assert runner.invoke(app, ["--config", str(config), "models", "promote", "2", "--reason", "test"]).exit_code == 0
     assert registry.champion().version == 2

@@ -73,9 +73,8 @@ def to_markdown(result: ProtocolResult, title: str, settings: Settings) -> str:
     if result.interval is not None and len(result.interval):
         c = result.interval_calibration
         lines += ["## 90 % interval of the GCN-GRU on the final test", "",
-                  f"Raw 5/95 % quantile half-widths scaled per season by factors calibrated on the folds' "
-                  f"out-of-fold station-days (all seasons {c.overall:.2f}; "
-                  f"{', '.join(f'{k} {v:.2f}' for k, v in c.factors.items())}). Target: 87-93 % in every row.", "",
+                  f"Raw 5/95 % quantile half-widths scaled per season by lower/upper factors calibrated on the "
+                  f"folds' out-of-fold station-days ({c.describe()}). Target: 87-93 % in every row.", "",
                   "| season | n | coverage | raw coverage | mean width [mm/d] |", "|---|---|---|---|---|"]
         lines += [f"| {r.season} | {r.n} | {r.coverage:.1%} | {r.raw_coverage:.1%} | {r.mean_width_mm:.2f} |"
                   for r in result.interval.itertuples()]

@@ -156,9 +156,9 @@ def interval_on_final_test(cv_frame: pd.DataFrame, final_frame: pd.DataFrame, mo
     calibration = calibrate(cv[model], cv[f"{model}_q05_raw"], cv[f"{model}_q95_raw"], cv["obs"],
                             cv["season"].to_numpy())
     final = final_frame.dropna(subset=["obs", model])
-    factor = np.array([calibration.factor(d) for d in final["date"]], dtype=np.float32)
+    factor = np.array([calibration.factor(d) for d in final["date"]], dtype=np.float32).reshape(-1, 2)
     lower, upper = apply_interval(final[model].to_numpy(), final[f"{model}_q05_raw"].to_numpy(),
-                                  final[f"{model}_q95_raw"].to_numpy(), factor)
+                                  final[f"{model}_q95_raw"].to_numpy(), factor[:, 0], factor[:, 1])
     raw = coverage_table(final, f"{model}_q05_raw", f"{model}_q95_raw").set_index("season")["coverage"]
     table = coverage_table(final.assign(lower=lower, upper=upper), "lower", "upper")
     return table.assign(raw_coverage=table["season"].map(raw)), calibration
