@@ -144,8 +144,12 @@ class DayEmbeddings:
 class Predictor:
     """Runs the current champion (or a fixed model file) over the target grid."""
 
-    #: nodes per temporal call: small enough for the GRU's working set to stay in cache
-    TEMPORAL_CHUNK = 16384
+    #: values (cells x hidden width) per temporal call: the GRU's intermediates of one call, (window,
+    #: cells, 3 x hidden) floats, stay near the core's 2 MiB L2 cache.  2048 cells of hidden 16 took
+    #: 1.09 s per full-province day against 1.41 s for 16384 cells (one thread, identical output;
+    #: bench/results.md, day_profile 2026-12-06); most of the graph is copies and element-wise ops
+    #: that stream their operands, so it is bound by memory, not arithmetic.
+    TEMPORAL_CHUNK_VALUES = 2048 * 16
 
     def __init__(self, settings: Settings, *, registry=None, model_path: Path | None = None,
                  model_version: int | None = None) -> None:
@@ -200,17 +204,19 @@ class Predictor:
         if f != len(model.features):
             raise PredictorError(f"model v{model.version} expects {len(model.features)} features "
                                  f"({model.features}); got {f}")
-        channels_first = np.ascontiguousarray(x_day.transpose(2, 0, 1))
-        z = np.empty((model.hidden, h, w), dtype=np.float32)
+        # cells-major from the start: each tile is transposed once on its way in and out, instead of
+        # the whole grid before and after (two passes over 47 + 75 MB per full-province day)
+        z = np.empty((h, w, model.hidden), dtype=np.float32)
         for tile in tiles((h, w), self.settings.serving.tile_size, model.receptive_field):
-            block = np.ascontiguousarray(channels_first[:, tile.outer[0], tile.outer[1]])[None]
+            block = np.ascontiguousarray(x_day[tile.outer[0], tile.outer[1]].transpose(2, 0, 1))[None]
             mask = np.ones(block.shape[2:4], dtype=np.float32)[None]
             out = model.spatial.run(["z"], {"x": block, "mask": mask})[0][0]
-            z[:, tile.core[0], tile.core[1]] = out[:, tile.inner[0], tile.inner[1]]
-        return np.ascontiguousarray(z.reshape(model.hidden, h * w).T)
+            z[tile.core[0], tile.core[1]] = out[:, tile.inner[0], tile.inner[1]].transpose(1, 2, 0)
+        return z.reshape(h * w, model.hidden)
 
     def readout(self, model: LoadedModel, window: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-        """ET [mm] of the window's last day from its days' embeddings -> ``(H, W)``.
+        """ET [mm] of the window's last day from its days' embeddings -> ``(H, W)`` (``(H, W, k)`` for a
+        temporal graph with k values per cell).
 
         Cells whose output is not finite or is negative are an error: a model that returns them is
         refused here as at the gate, and the day is not written.
@@ -218,19 +224,22 @@ class Predictor:
         if len(window) != model.window_days:
             raise PredictorError(f"model v{model.version} needs {model.window_days} days of embeddings, got {len(window)}")
         n = window[0].shape[0]
-        out = np.empty(n, dtype=np.float32)
-        chunk = self.TEMPORAL_CHUNK
+        out: np.ndarray | None = None          # (n,) or (n, k): a head may give several values per cell
+        chunk = min(n, max(256, self.TEMPORAL_CHUNK_VALUES // model.hidden))
         buf = np.empty((len(window), chunk, model.hidden), dtype=np.float32)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
             for k, z in enumerate(window):
                 buf[k, :e - s] = z[s:e]
-            out[s:e] = model.temporal.run(["et"], {"z": buf[:, :e - s]})[0]
+            got = model.temporal.run(["et"], {"z": buf[:, :e - s]})[0]
+            if out is None:
+                out = np.empty((n,) + got.shape[1:], dtype=np.float32)
+            out[s:e] = got
         bad = ~np.isfinite(out) | (out < 0)
         if bad.any():
             raise PredictorError(f"model v{model.version} returned {int(bad.sum())} non-finite or negative values; "
                                  "the day is not written")
-        return out.reshape(shape)
+        return out.reshape(tuple(shape) + out.shape[1:])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """ET [mm] of the last day of ``x (T, H, W, F)`` (raw features, NaN = missing) -> ``(H, W)``."""

@@ -102,3 +102,46 @@ def test_alias_is_followed_per_request(exported, settings):
     assert p.model().version == 1
     registry.champion = 2                                    # a promotion or rollback elsewhere
     assert p.model().version == 2
+
+
+def test_readout_chunking_does_not_change_a_value(exported, settings):
+    """The temporal graph runs on chunks of cells sized for the cache: any chunk size gives the
+    same bits as one call over every cell."""
+    _, path = exported
+    p = Predictor(settings, model_path=path)
+    model = p.model()
+    rng = np.random.default_rng(3)
+    window = [np.maximum(rng.normal(size=(2173, model.hidden)), 0).astype(np.float32) for _ in range(7)]
+    p.TEMPORAL_CHUNK_VALUES = 1 << 30                        # one call over every cell
+    whole = p.readout(model, window, (41, 53))
+    one = model.temporal.run(["et"], {"z": np.stack(window)})[0].reshape(41, 53)
+    np.testing.assert_array_equal(whole, one)
+    p.TEMPORAL_CHUNK_VALUES = 1                              # the smallest chunk: 256 cells, 9 calls
+    np.testing.assert_array_equal(p.readout(model, window, (41, 53)), whole)
+
+
+class QuantileHead:
+    """A temporal graph giving three values per cell (as a quantile head would): the real graph's
+    output times 0.5, 1 and 2."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def run(self, names, feeds):
+        et = self.session.run(names, feeds)[0]
+        return [np.stack([et * 0.5, et, et * 2.0], axis=-1)]
+
+
+def test_readout_keeps_a_trailing_dimension_of_the_temporal_output(exported, settings):
+    from dataclasses import replace
+    _, path = exported
+    p = Predictor(settings, model_path=path)
+    model = p.model()
+    rng = np.random.default_rng(4)
+    window = [np.maximum(rng.normal(size=(600, model.hidden)), 0).astype(np.float32) for _ in range(7)]
+    p.TEMPORAL_CHUNK_VALUES = 1                              # 256 cells per call: 3 calls
+    single = p.readout(model, window, (20, 30))
+    triple = p.readout(replace(model, temporal=QuantileHead(model.temporal)), window, (20, 30))
+    assert triple.shape == (20, 30, 3)
+    np.testing.assert_array_equal(triple[..., 1], single)
+    np.testing.assert_array_equal(triple[..., 2], single * 2.0)
