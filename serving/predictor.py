@@ -23,6 +23,7 @@ import numpy as np
 
 from etfuse.errors import EtfuseError
 from etfuse.settings import Settings
+from training.serving_parts import SERVING_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,6 @@ def _session(path: Path, *, device: str, allow_cpu_fallback: bool, threads: int)
 
 def serving_files(model_path: Path) -> dict[str, Path]:
     """The two serving graphs logged beside a registered model (``extra_files/``) or next to a file."""
-    from training.export import SERVING_PARTS
     for folder in (model_path.parent / "extra_files", model_path.parent):
         paths = {k: folder / v for k, v in SERVING_PARTS.items()}
         if all(p.is_file() for p in paths.values()):
