@@ -51,6 +51,24 @@ def deliveries(changes: Iterable[tuple[object, str]], settings: Settings) -> lis
     return sorted(p for p in out if p.is_file() and counts_as_delivery(p, settings))
 
 
+def new_source_folders(changes: Iterable[tuple[object, str]], settings: Settings) -> list[Path]:
+    """``landing/<source>`` folders created in one batch of changes.
+
+    inotify watches a new folder only once it has seen the folder appear: files written into it
+    right after its creation (a first delivery of a source, ``cp -r``) give no events of their own,
+    so the folder's files are listed when the burst settles.
+    """
+    from watchfiles import Change
+    landing = settings.folder("landing").resolve()
+    out = set()
+    for change, p in changes:
+        path = Path(p)
+        if change == Change.added and path.is_dir() and path.resolve().parent == landing \
+                and not path.name.startswith("."):
+            out.add(path)
+    return sorted(out)
+
+
 def deployment_trigger(settings: Settings, *, config: str | None = None) -> tuple[Trigger, Callable[[object], bool]]:
     """(start a run of ``watch.deployment``, is that run still waiting to start?) against the Prefect server."""
     from prefect.client.schemas.objects import StateType
@@ -81,12 +99,12 @@ def watch_landing(settings: Settings, trigger: Trigger, *, pending: Callable[[ob
     started, last = 0, None
     burst: set[Path] = set()
     first_at = latest_at = 0.0
-    # watchfiles yields a batch once the folder was still for one tick (or after a second of steady
+    # watchfiles yields a batch once the folder was still for one tick (or after two ticks of steady
     # changes), and an empty batch every tick or so while nothing happens: the clock is checked here
-    for changes in watch(landing, stop_event=stop, step=TICK_MS, debounce=1000, rust_timeout=TICK_MS,
+    for changes in watch(landing, stop_event=stop, step=TICK_MS, debounce=2 * TICK_MS, rust_timeout=TICK_MS,
                          yield_on_timeout=True, force_polling=w.force_polling, raise_interrupt=False, recursive=True):
         now = time.monotonic()
-        files = deliveries(changes, settings)
+        files = deliveries(changes, settings) + new_source_folders(changes, settings)
         if files:
             if not burst:
                 first_at = now
@@ -94,7 +112,9 @@ def watch_landing(settings: Settings, trigger: Trigger, *, pending: Callable[[ob
             latest_at = now
         if not burst or (now - latest_at < w.quiet_s and now - first_at < w.max_wait_s):
             continue
-        landed = sorted(p for p in burst if p.is_file())        # a file taken meanwhile (by the cron's run) is gone
+        settled = {f for p in burst if p.is_dir() for f in p.iterdir()} | {p for p in burst if not p.is_dir()}
+        # a file taken meanwhile (by the cron's run) is gone
+        landed = sorted(p for p in settled if p.is_file() and counts_as_delivery(p, settings))
         burst.clear()
         if not landed:
             continue

@@ -120,6 +120,19 @@ def test_files_landing_without_pause_wait_at_most_max_wait(watched_quiet_2s):
         (landing / "modis" / f"f{k:02d}.hdf").write_bytes(b"x")
         time.sleep(0.25)
     assert _wait(calls, 2, timeout=10)
-    assert 4.0 <= calls[0][0] - t0 < 5.0                  # the burst was 4 s old
+    assert 4.0 <= calls[0][0] - t0 < 5.5                  # the burst was 4 s old (seen up to 3 ticks late)
     names = [p.name for _, files in calls for p in files]
     assert sorted(names) == [f"f{k:02d}.hdf" for k in range(26)]    # every file in exactly one run
+
+
+def test_files_in_a_new_source_folder_count(watched):
+    """A first delivery of a source creates ``landing/<source>/`` and writes into it at once, before
+    inotify watches the new folder: its files are listed when the burst settles."""
+    s, landing, calls, _ = watched
+    folder = landing / "gleam"
+    folder.mkdir()
+    (folder / "E_2021_GLEAM_v3.7a.nc").write_bytes(b"x" * 100)
+    (folder / ".E_2022.tmp").write_bytes(b"x")                # not a delivery, even listed
+    assert _wait(calls, 1)
+    time.sleep(1.0)
+    assert [c[1] for c in calls] == [["E_2021_GLEAM_v3.7a.nc"]]
