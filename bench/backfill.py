@@ -87,12 +87,15 @@ def main() -> None:
     counts = [int(w) for w in args.workers.split(",")]
     start, end = (date.fromisoformat(x) for x in args.range.split(",")) if args.range else (None, None)
     times: dict[int, list[float]] = {w: [] for w in counts}
+    loads: list[float] = []
     days = 0
     for _ in range(args.runs):
         for workers in counts:
+            loads.append(os.getloadavg()[0])
             seconds, days = run(config, workers, args.chunk_days, start, end)
             times[workers].append(seconds)
-            print(f"{workers} worker(s): {days} days in {seconds:.1f} s", flush=True)
+            print(f"{workers} worker(s): {days} days in {seconds:.1f} s (load average {loads[-1]:.1f} before)",
+                  flush=True)
     medians = {w: statistics.median(times[w]) for w in counts}
     ranged = f" --range {args.range}" if args.range else ""
     text = [f"\n## backfill: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n",
@@ -104,7 +107,8 @@ def main() -> None:
             "| workers | runs | median [s] | days/min |", "|---|---|---|---|"]
     text += [f"| {w} | {args.runs} | {medians[w]:.1f} | {days / medians[w] * 60:.1f} |" for w in counts]
     ratio = f"Speed-up 2 vs 1 worker: {medians[1] / medians[2]:.2f}x. " if {1, 2} <= set(counts) else ""
-    text.append(f"\n{ratio}Machine: {machine_facts('dask', 'onnxruntime')}.\n")
+    text.append(f"\n{ratio}Load average (1 min) before each run: {', '.join(f'{v:.1f}' for v in loads)}. "
+                f"Machine: {machine_facts('dask', 'onnxruntime')}.\n")
     publish(text, append=not args.no_append)
 
 

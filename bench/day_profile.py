@@ -48,19 +48,24 @@ def profile_home(home: Path) -> Path:
     return work / "etfuse.yaml"
 
 
-def timed(totals: dict[str, float], stage: str, fn):
+def timed(totals: dict[str, float], cpu: dict[str, float], stage: str, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
             totals[stage] += time.perf_counter() - t
+            cpu[stage] += time.thread_time() - c
     return wrapper
 
 
-def profile(config: Path, start: str, end: str, threads: int) -> tuple[dict[str, float], int, float]:
-    """Seconds per stage over the range, days written, wall seconds."""
+def profile(config: Path, start: str, end: str, threads: int) -> tuple[dict[str, float], dict[str, float], int, float]:
+    """Wall and CPU seconds per stage over the range, days written, wall seconds.
+
+    CPU seconds (of the computing thread; the process's for ``other``) say what a stage costs when
+    other work shares the cores, where wall seconds also count the time the process waited for one.
+    """
     import serving.update as update
     from etfuse.settings import load_settings
     from etfuse.store import HarmonisedStore
@@ -71,24 +76,28 @@ def profile(config: Path, start: str, end: str, threads: int) -> tuple[dict[str,
     settings = settings.model_copy(update={"serving": settings.serving.model_copy(update={"threads": threads,
                                                                                          "quicklooks": False})})
     totals: dict[str, float] = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)
     patches = [(HarmonisedStore, "read_grid_day", "reading"), (update, "grid_day", "grid_day"),
                (Predictor, "embed", "embedding"), (Predictor, "readout", "readout"),
                (ProductStore, "write_day", "writing")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for owner, name, stage in patches:
-        setattr(owner, name, timed(totals, stage, getattr(owner, name)))
+        setattr(owner, name, timed(totals, cpu, stage, getattr(owner, name)))
     try:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         report = update.run_update(settings, predictor=Predictor(settings, registry=ModelRegistry(settings)),
                                    product=ProductStore(settings), start=start, end=end, build_years=False)
-        wall = time.perf_counter() - t
+        wall, process_cpu = time.perf_counter() - t, time.process_time() - c
     finally:
         for owner, name, original in originals:
             setattr(owner, name, original)
     out = {"reading": totals["reading"], "regridding": totals["grid_day"] - totals["reading"],
            "embedding": totals["embedding"], "readout": totals["readout"], "writing": totals["writing"]}
     out["other"] = wall - sum(out.values())
-    return out, len(report.written), wall
+    out_cpu = {"reading": cpu["reading"], "regridding": cpu["grid_day"] - cpu["reading"],
+               "embedding": cpu["embedding"], "readout": cpu["readout"], "writing": cpu["writing"]}
+    out_cpu["other"] = process_cpu - sum(out_cpu.values())
+    return out, out_cpu, len(report.written), wall
 
 
 def main() -> None:
@@ -103,7 +112,8 @@ def main() -> None:
     for key, value in {"ORT_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}.items():
         os.environ.setdefault(key, value)
     config = profile_home(args.home)
-    stages, days, wall = profile(config, args.start, args.end, args.threads)
+    load = os.getloadavg()[0]
+    stages, stages_cpu, days, wall = profile(config, args.start, args.end, args.threads)
     shutil.rmtree(config.parent, ignore_errors=True)
     lines = [f"\n## day_profile: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n",
              f"`bench/day_profile.py --start {args.start} --end {args.end} --threads {args.threads}`: {days} product "
@@ -111,12 +121,13 @@ def main() -> None:
              f"chunk), each stage timed by wrapping the function that does it; {wall:.1f} s wall, "
              f"{days / wall * 60:.1f} days/min. A chunk's first day computes its whole window (7 days of "
              "reading, regridding and embedding); every later day one new day.\n",
-             "| stage | total [s] | per written day [s] | share |", "|---|---|---|---|"]
+             "| stage | total [s] | per written day [s] | share | CPU per written day [s] |",
+             "|---|---|---|---|---|"]
     for stage in STAGES:
         lines.append(f"| {stage} | {stages[stage]:.1f} | {stages[stage] / max(days, 1):.2f} | "
-                     f"{stages[stage] / wall * 100:.0f} % |")
-    lines.append(f"\nOther work shared the 2 cores (the lead's training experiment, another helper). "
-                 f"Machine: {machine_facts('onnxruntime', 'netCDF4')}.\n")
+                     f"{stages[stage] / wall * 100:.0f} % | {stages_cpu[stage] / max(days, 1):.2f} |")
+    lines.append(f"\nLoad average (1 min) {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other work "
+                 f"shared the 2 cores). Machine: {machine_facts('onnxruntime', 'netCDF4')}.\n")
     publish(lines, append=not args.no_append)
 
 

@@ -350,8 +350,10 @@ class ServingSettings(_Section):
     allow_cpu_fallback: bool = False
     #: onnxruntime intra-op threads.
     threads: int = Field(2, ge=1, le=256)
-    #: Core tile size [cells]; each tile is read with a halo of the model's receptive field.
-    tile_size: int = Field(256, ge=8, le=8192)
+    #: Core tile size [cells]; each tile is read with a halo of the model's receptive field.  96:
+    #: a tile's activations (hidden x 102 x 102 floats) stay in a core's L2 cache; the spatial pass
+    #: of a full-province day took 0.13 s against 0.18 s with 256 (one thread, same output).
+    tile_size: int = Field(96, ge=8, le=8192)
     #: First day of the product: update and daily compute nothing before it (a backfill given an
     #: explicit range still can).  None = from the first day with ERA5-Land.
     first_day: date | None = None

@@ -107,13 +107,34 @@ def _cluster_workers(address: str | None, workers: int) -> int:
         return 1
 
 
+def _prefect_api_for_workers() -> dict[str, str]:
+    """The environment that points a LocalCluster's workers at the Prefect API the flow reports to.
+
+    Dask workers are new processes: without ``PREFECT_API_URL`` in their environment (a local
+    ``etfuse backfill``, or a URL set only in the parent's settings) each one started a temporary
+    Prefect server of its own, another process and seconds of CPU on the cores that compute the
+    days, and recorded its chunks where nobody looks.  When no API is configured, the temporary
+    server is started here, before the cluster, and the flow (Prefect reuses it) and every worker
+    report to it.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    url = PREFECT_API_URL.value()
+    if not url and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        from prefect.server.api.server import SubprocessASGIServer
+        server = SubprocessASGIServer()          # the instance Prefect's own client starts and reuses
+        server.start()
+        url = server.api_url
+    return {"PREFECT_API_URL": url} if url else {}
+
+
 def run_backfill(*, config: str | None, home: str | None, start: date | None, end: date | None,
                  workers: int = 2, address: str | None = None, chunk_days: int = 30, threads_per_worker: int = 1):
-    """The backfill flow on a Dask cluster: ``address`` of a running scheduler, else a LocalCluster."""
+    """The backfill flow on a Dask cluster: ``address`` of a running scheduler, else a LocalCluster
+    whose workers report to the flow's Prefect API."""
     from prefect_dask import DaskTaskRunner
     runner = (DaskTaskRunner(address=address) if address else
               DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                             "dashboard_address": None}))
+                                             "dashboard_address": None, "env": _prefect_api_for_workers()}))
     return backfill_flow.with_options(task_runner=runner)(config=config, home=home, start=start, end=end,
                                                            chunk_days=chunk_days,
                                                            threads_per_worker=threads_per_worker,

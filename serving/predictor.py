@@ -24,6 +24,7 @@ import numpy as np
 from etfuse.errors import EtfuseError
 from etfuse.interval import IntervalCalibration, IntervalError, apply_interval
 from etfuse.settings import Settings
+from training.serving_parts import SERVING_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,6 @@ def _session(path: Path, *, device: str, allow_cpu_fallback: bool, threads: int)
 
 def serving_files(model_path: Path) -> dict[str, Path]:
     """The two serving graphs logged beside a registered model (``extra_files/``) or next to a file."""
-    from training.export import SERVING_PARTS
     for folder in (model_path.parent / "extra_files", model_path.parent):
         paths = {k: folder / v for k, v in SERVING_PARTS.items()}
         if all(p.is_file() for p in paths.values()):
@@ -162,8 +162,12 @@ class DayEmbeddings:
 class Predictor:
     """Runs the current champion (or a fixed model file) over the target grid."""
 
-    #: nodes per temporal call: small enough for the GRU's working set to stay in cache
-    TEMPORAL_CHUNK = 16384
+    #: values (cells x hidden width) per temporal call: the GRU's intermediates of one call, (window,
+    #: cells, 3 x hidden) floats, stay near the core's 2 MiB L2 cache.  2048 cells of hidden 16 took
+    #: 1.09 s per full-province day against 1.41 s for 16384 cells (one thread, identical output;
+    #: bench/results.md, day_profile 2026-12-06); most of the graph is copies and element-wise ops
+    #: that stream their operands, so it is bound by memory, not arithmetic.
+    TEMPORAL_CHUNK_VALUES = 2048 * 16
 
     def __init__(self, settings: Settings, *, registry=None, model_path: Path | None = None,
                  model_version: int | None = None) -> None:
@@ -223,14 +227,15 @@ class Predictor:
         if f != len(model.features):
             raise PredictorError(f"model v{model.version} expects {len(model.features)} features "
                                  f"({model.features}); got {f}")
-        channels_first = np.ascontiguousarray(x_day.transpose(2, 0, 1))
-        z = np.empty((model.hidden, h, w), dtype=np.float32)
+        # cells-major from the start: each tile is transposed once on its way in and out, instead of
+        # the whole grid before and after (two passes over 47 + 75 MB per full-province day)
+        z = np.empty((h, w, model.hidden), dtype=np.float32)
         for tile in tiles((h, w), self.settings.serving.tile_size, model.receptive_field):
-            block = np.ascontiguousarray(channels_first[:, tile.outer[0], tile.outer[1]])[None]
+            block = np.ascontiguousarray(x_day[tile.outer[0], tile.outer[1]].transpose(2, 0, 1))[None]
             mask = np.ones(block.shape[2:4], dtype=np.float32)[None]
             out = model.spatial.run(["z"], {"x": block, "mask": mask})[0][0]
-            z[:, tile.core[0], tile.core[1]] = out[:, tile.inner[0], tile.inner[1]]
-        return np.ascontiguousarray(z.reshape(model.hidden, h * w).T)
+            z[tile.core[0], tile.core[1]] = out[:, tile.inner[0], tile.inner[1]].transpose(1, 2, 0)
+        return z.reshape(h * w, model.hidden)
 
     def readout(self, model: LoadedModel, window: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
         """ET [mm] of the window's last day from its days' embeddings -> ``(H, W)``."""
@@ -249,7 +254,7 @@ class Predictor:
         n = window[0].shape[0]
         names = list(model.outputs)
         out = np.empty((len(names), n), dtype=np.float32)
-        chunk = self.TEMPORAL_CHUNK
+        chunk = min(n, max(256, self.TEMPORAL_CHUNK_VALUES // model.hidden))
         buf = np.empty((len(window), chunk, model.hidden), dtype=np.float32)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)

@@ -29,6 +29,7 @@ from torch import nn
 from etfuse.tempfiles import temporary_name
 from etfuse.errors import EtfuseError
 from training.model import OUTPUTS, GcnGru, king_edges
+from training.serving_parts import SERVING_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,6 @@ class TemporalHead(nn.Module):
         return out[:, 0], out[:, 1], out[:, 2]
 
 
-SERVING_PARTS = {"spatial": "serving_spatial.onnx", "temporal": "serving_temporal.onnx"}
 
 
 def _export(module: nn.Module, example: tuple, path: Path, input_names: list[str], outputs: list[str],

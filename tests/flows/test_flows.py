@@ -55,6 +55,19 @@ def _task_states(flow_run_id) -> dict[str, str]:
     return {run.name: run.state.type.value for run in asyncio.run(read())}
 
 
+def _completed_chunk_runs() -> int:
+    """Completed backfill chunks (task runs ``backfill START..END``) the flow's Prefect API knows."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="backfill 20")))
+    return sum(run.state.type.value == "COMPLETED" for run in asyncio.run(read()))
+
+
 @pytest.mark.slow
 def test_flows_end_to_end(scenario, small_world):
     from flows.backfill import run_backfill
@@ -128,8 +141,11 @@ def test_flows_end_to_end(scenario, small_world):
     # backfill on a local Dask cluster with 2 workers equals the sequential update
     sequential = {r.day: ProductStore(settings).read_field(r.day) for r in ProductStore(settings).records()}
     shutil.rmtree(settings.folder("product"))
+    chunks_before = _completed_chunk_runs()
     result = run_backfill(config=config, home=None, start=None, end=None, workers=2, chunk_days=12)
     assert result["chunks"] >= 3 and result["days"] == len(sequential)
+    # the workers reported their chunks to the flow's Prefect API, not to temporary servers of their own
+    assert _completed_chunk_runs() - chunks_before == result["chunks"]
     assert set(result["providers"]) == set(result["written"]) and set(result["providers"].values()) == {"CPUExecutionProvider"}
     fresh = ProductStore(settings)
     for day, field in sequential.items():

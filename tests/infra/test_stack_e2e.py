@@ -15,7 +15,9 @@ runs it, on the CPU profile:
    API container's `/days` and `/timeseries`;
 5. `docker-compose down` and `up` again: all of it is still there;
 6. the worker container killed during a daily run and started again: the next daily run completes and
-   nothing is lost.
+   nothing is lost;
+7. the watcher service started: a new day's ERA5-Land and MODIS files landing in the volume start
+   exactly one `daily` run (tag `etfuse-arrival`), which ingests them and writes the day, seen by the API.
 
 Slow (a cold image build takes about 20 min on this 2-core machine, a warm one seconds; the stack
 run about 8 min).  Skipped with the reason where there is no Docker client, no docker-compose, or no
@@ -109,9 +111,12 @@ def images(docker_engine) -> dict[str, float]:
 
 
 #: the watcher (etfuse watch) would start `daily` runs of its own when the world lands in landing/;
-#: this test starts every run itself and counts them, so it runs the stack without it
-#: (tests/flows/test_watch.py tests the watcher; tests/infra/test_compose.py its service)
+#: the test starts and counts the runs of steps 3-6 itself, so the watcher is started only for step 7
+#: (tests/flows/test_watch.py tests its debounce; tests/infra/test_compose.py its service definition)
 NO_WATCHER = ("--scale", "watcher=0")
+#: the day that lands while the watcher runs (the world ends the day before)
+ARRIVAL_DAY = "2021-08-01"
+ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 class Stack:
     """docker-compose on the repository's compose file, with a test .env and a settings override."""
@@ -239,6 +244,7 @@ def test_compose_stack_end_to_end(images, tmp_path):
         "prefect-register": {"volumes": mounts[1:]},
         "prefect-worker": {"volumes": mounts, "environment": {"PREFECT_WORKER_QUERY_SECONDS": "2"}},
         "serving-cpu": {"volumes": mounts},
+        "watcher": {"volumes": mounts},
     }}))
     stack = Stack(root, variables)
     mlflow_url = f"http://127.0.0.1:{variables['MLFLOW_PORT']}"
@@ -404,8 +410,45 @@ def test_compose_stack_end_to_end(images, tmp_path):
         days_after = api_days()
         assert [d["date"] for d in days_after] == [d["date"] for d in days]
         phase("worker killed mid-run, next run")
+
+        # ---- runs when data arrive: the watcher sees a new day land and starts one `daily` run
+        arrival = root / "arrival"
+        run([str(Path(sys.executable).parent / "etfuse"), "synth", "--out", str(arrival), "--bbox", ",".join(map(str, BBOX)),
+             "--start", ARRIVAL_DAY, "--end", ARRIVAL_DAY, "--resolution", "0.02"], timeout=300,
+            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=root)
+        stack.compose("up", "--detach", "--no-build", "watcher", timeout=300)
+        deadline = time.monotonic() + 180
+        while "watching /data/etfuse/landing" not in stack.logs("watcher"):
+            assert time.monotonic() < deadline, stack.logs("watcher")
+            time.sleep(1)
+        time.sleep(3)                                        # its inotify watch is set right after that line
+        archive = root / "arrival.tar"
+        with tarfile.open(archive, "w") as tar:             # one day, as a fetcher delivers it
+            tar.add(next((arrival / "landing" / "era5land").glob("*.nc")),
+                    arcname=f"landing/era5land/era5land_{ARRIVAL_DAY.replace('-', '')}.nc")
+            for path in sorted((arrival / "landing" / "modis").glob("*")):
+                tar.add(path, arcname=f"landing/modis/{path.name}")
+        landed_at = time.monotonic()
+        stack.exec("prefect-worker", "tar", "-x", "-C", "/data/etfuse", stdin=archive.read_bytes())
+        arrival_runs: list[dict] = []
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status, arrival_runs = http("POST", f"{prefect_api}/flow_runs/filter", auth=prefect_auth,
+                                        body={"flow_runs": {"tags": {"all_": ["etfuse-arrival"]}}})
+            assert status == 200, arrival_runs
+            if arrival_runs and all(r["state"]["type"] in ENDED for r in arrival_runs):
+                break
+            time.sleep(2)
+        landed_to_done = time.monotonic() - landed_at
+        # two files, one delivery: one run, and it did the work
+        assert [r["state"]["type"] for r in arrival_runs] == ["COMPLETED"], \
+            (arrival_runs, stack.logs("watcher", "prefect-worker"))
+        assert f"etfuse_et_{ARRIVAL_DAY}.nc" in {Path(f).name for f in product_files()}
+        assert api_days()[-1]["date"] == ARRIVAL_DAY
+        phase("watcher: a day lands -> its daily run -> the day in the product")
         print(f"compose e2e: up->healthy {up_to_healthy:.0f} s (after down/up {up_again:.0f} s); "
-              f"killed run left {killed_state['type']}; phases [s]: {timings}; images [MB]: {images}; "
+              f"killed run left {killed_state['type']}; landed -> arrival run completed {landed_to_done:.0f} s; "
+              f"phases [s]: {timings}; images [MB]: {images}; "
               f"total {time.monotonic() - started:.0f} s")
     finally:
         if synth.poll() is None:

@@ -102,3 +102,46 @@ def test_alias_is_followed_per_request(exported, settings):
     assert p.model().version == 1
     registry.champion = 2                                    # a promotion or rollback elsewhere
     assert p.model().version == 2
+
+
+def test_readout_chunking_does_not_change_a_value(exported, settings):
+    """The temporal graph runs on chunks of cells sized for the cache: any chunk size gives the
+    same bits as one call over every cell."""
+    _, path = exported
+    p = Predictor(settings, model_path=path)
+    model = p.model()
+    rng = np.random.default_rng(3)
+    window = [np.maximum(rng.normal(size=(2173, model.hidden)), 0).astype(np.float32) for _ in range(7)]
+    p.TEMPORAL_CHUNK_VALUES = 1 << 30                        # one call over every cell
+    whole = p.readout(model, window, (41, 53))
+    one = model.temporal.run(["et"], {"z": np.stack(window)})[0].reshape(41, 53)
+    np.testing.assert_array_equal(whole, one)
+    p.TEMPORAL_CHUNK_VALUES = 1                              # the smallest chunk: 256 cells, 9 calls
+    np.testing.assert_array_equal(p.readout(model, window, (41, 53)), whole)
+
+
+def test_readout_day_scales_the_raw_quantiles_by_the_seasons_factors(tmp_path, settings):
+    """A model with an interval: the three temporal outputs go through the same chunks, and the
+    bounds are the raw quantiles' half-widths times the lower/upper factors of the day's season."""
+    import json
+
+    from etfuse.interval import apply_interval
+    from tests.standins import SMALL_MODEL_INTERVAL, export_small_model
+    p = Predictor(settings, model_path=export_small_model(tmp_path / "m"))
+    model = p.model()
+    assert model.outputs == ("et", "et_q05", "et_q95") and model.interval is not None
+    rng = np.random.default_rng(4)
+    window = [np.maximum(rng.normal(size=(600, model.hidden)), 0).astype(np.float32) for _ in range(7)]
+    p.TEMPORAL_CHUNK_VALUES = 1 << 30                        # one call over every cell
+    whole = p.readout_day(model, window, (20, 30), "2021-07-15")
+    p.TEMPORAL_CHUNK_VALUES = 1                              # 256 cells per call: 3 calls
+    chunked = p.readout_day(model, window, (20, 30), "2021-07-15")
+    for name in ("et", "et_q05", "et_q95"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    raw = [r.reshape(20, 30) for r in model.temporal.run(list(model.outputs), {"z": np.stack(window)})]
+    jja = json.loads(SMALL_MODEL_INTERVAL)["factors"]["JJA"]
+    lower, upper = apply_interval(raw[0], raw[1], raw[2], jja)
+    np.testing.assert_allclose(whole.et_q05, lower, rtol=1e-6)
+    np.testing.assert_allclose(whole.et_q95, upper, rtol=1e-6)
+    assert (whole.et_q05 <= whole.et).all() and (whole.et <= whole.et_q95).all()
+    assert p.readout_day(model, window, (20, 30), "2021-01-15").et_q95.mean() < whole.et_q95.mean()   # DJF 1.5 < JJA 2.0
