@@ -87,6 +87,8 @@ class SpatialGrid(nn.Module):
         enc = model.encoder
         self.register_buffer("mean", enc.mean.reshape(1, -1, 1, 1).clone())
         self.register_buffer("std", enc.std.reshape(1, -1, 1, 1).clone())
+        # features the model does not see (InputEncoder.use): value and mask zeroed, as in training
+        self.register_buffer("use", enc.use.reshape(1, -1, 1, 1).clone())
         self.register_buffer("mask_kernel", torch.ones(1, 1, 3, 3))
         for i, conv in enumerate(model.convs):
             self.register_buffer(f"weight{i}", conv.lin.weight.detach().clone()[:, :, None, None])
@@ -95,8 +97,8 @@ class SpatialGrid(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         missing = torch.isnan(x)
-        z = torch.where(missing, torch.zeros_like(x), (x - self.mean) / self.std)
-        z = torch.cat([z, (~missing).to(x.dtype)], dim=1)
+        z = torch.where(missing, torch.zeros_like(x), (x - self.mean) / self.std) * self.use
+        z = torch.cat([z, (~missing).to(x.dtype) * self.use], dim=1)
         m = mask.unsqueeze(1)
         deg = nn.functional.conv2d(m, self.mask_kernel, padding=1)
         dinv = m / torch.sqrt(torch.clamp(deg, min=1.0))

@@ -172,3 +172,22 @@ def test_raw_position_is_invisible_to_the_model_unless_asked():
         outputs[position] = (pyg_on_tile(m, x, mask), pyg_on_tile(m, moved, mask))
     np.testing.assert_array_equal(*outputs[False])
     assert np.abs(outputs[True][0] - outputs[True][1]).max() > 1e-3
+
+
+def test_serving_graphs_hide_raw_position_as_the_model_does(tmp_path):
+    """The serving graphs carry the encoder's unused features: with real lat/lon values in the
+    inputs, their parity with the PyG model holds (the export refuses the model otherwise)."""
+    from etfuse.features import FEATURES
+    from training.export import export_serving_parts
+    from training.model import feature_use
+    torch.manual_seed(1)
+    m = GcnGru(np.linspace(-1, 1, F), np.linspace(0.5, 2, F), hidden=8,
+               use=feature_use(FEATURES, position=False)).eval()
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    rng = np.random.default_rng(9)
+    x, mask = random_tile(rng)
+    x[..., FEATURES.index("lat")] = 36.0 + rng.normal(size=x.shape[:3])
+    x[..., FEATURES.index("lon")] = 98.0 + rng.normal(size=x.shape[:3])
+    _, report = export_serving_parts(m, tmp_path, window_days=7, n_features=F, parity_tiles=[(x, mask)])
+    assert report.max_abs_diff_mm <= 1e-4
