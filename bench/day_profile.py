@@ -7,7 +7,8 @@ worker of a backfill does for its chunk) and times each stage by wrapping the fu
 * regridding  the rest of ``grid_day``: store grids onto the 0.01 deg target grid (index maps),
               LST offset, feature assembly;
 * embedding   ``Predictor.embed`` (the spatial ONNX graph over the grid, tile by tile);
-* readout     ``Predictor.readout`` (the temporal ONNX graph over the window's embeddings);
+* readout     ``Predictor.readout_day`` (the temporal ONNX graph over the window's embeddings, and the
+              interval's bounds from its raw quantiles);
 * writing     ``ProductStore.write_day`` (NetCDF write, fsync, checksum, ledger);
 * other       planning, the model's resolution, everything else (wall minus the above).
 
@@ -78,7 +79,7 @@ def profile(config: Path, start: str, end: str, threads: int) -> tuple[dict[str,
     totals: dict[str, float] = defaultdict(float)
     cpu: dict[str, float] = defaultdict(float)
     patches = [(HarmonisedStore, "read_grid_day", "reading"), (update, "grid_day", "grid_day"),
-               (Predictor, "embed", "embedding"), (Predictor, "readout", "readout"),
+               (Predictor, "embed", "embedding"), (Predictor, "readout_day", "readout"),
                (ProductStore, "write_day", "writing")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for owner, name, stage in patches:

@@ -220,6 +220,10 @@ def _set_attrs(var, attrs: Mapping[str, object]) -> None:
     var.setncatts({k: v for k, v in attrs.items()})
 
 
+#: zlib level of the interval's bounds (at most ``serving.compression_level``)
+BOUND_COMPLEVEL = 1
+
+
 def bound_attributes(name: str) -> dict[str, object]:
     """CF attributes of an interval bound (``et_q05`` or ``et_q95``), in every form of the product."""
     quantile, side = {"et_q05": (0.05, "lower"), "et_q95": (0.95, "upper")}[name]
@@ -327,10 +331,12 @@ def write_product_file(path: Path, grid: TargetGrid, provenance: list[DayProvena
                             "comment": "1 kg m-2 = 1 mm of water; positive for evaporation"})
             variables = {"et": et}
             for name in BOUND_NAMES if bounds else ():
+                # zlib level 1: the bounds are secondary and level 1 writes them about twice as fast
+                # (measured on a 62-day yearly build), for a few per cent more bytes
                 var = nc.createVariable(
                     name, "f4", ("time", "lat", "lon"), zlib=compression_level > 0,
-                    complevel=max(compression_level, 1), shuffle=compression_level > 0, chunksizes=chunks,
-                    fill_value=FILL_VALUE, least_significant_digit=least_significant_digit)
+                    complevel=min(max(compression_level, 1), BOUND_COMPLEVEL), shuffle=compression_level > 0,
+                    chunksizes=chunks, fill_value=FILL_VALUE, least_significant_digit=least_significant_digit)
                 _set_attrs(var, {**bound_attributes(name), "missing_value": FILL_VALUE})
                 variables[name] = var
         step = block_days or chunks[0]
