@@ -48,6 +48,26 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, lo
     raise TimeoutError(f"{url} did not answer within {timeout} s:\n{tail(log)}")
 
 
+@contextlib.contextmanager
+def served_app(app, *, join_s: float = 15) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread on a free loopback port; yields its base URL once
+    /health answers, and stops the server on exit."""
+    import threading
+
+    import uvicorn
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", timeout=30)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=join_s)
+
+
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 30) -> None:
     """Signal a process started with ``start_new_session=True`` and its children; kill after ``grace_s``."""
     with contextlib.suppress(ProcessLookupError):

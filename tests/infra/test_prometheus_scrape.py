@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.services import free_port, wait_http
+from tests.services import free_port, served_app, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "infra" / "monitoring"
@@ -55,7 +54,6 @@ def host_binary() -> str | None:
 @pytest.fixture
 def api(tmp_path):
     """The API on loopback over a 3-day product, /metrics behind the token."""
-    import uvicorn
 
     from etfuse.settings import load_settings
     from serving.api import create_app
@@ -70,16 +68,8 @@ def api(tmp_path):
         store.write_day(day, np.full(store.grid.shape, 1.0 + k, np.float32), model_version=3,
                         status="final" if k < 2 else "provisional", sources_used={"era5land", "gleam"},
                         fingerprint=hashlib.sha256(f"p{k}".encode()).hexdigest())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, product=store, registry=FakeRegistry()),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", timeout=30)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=15)
+    with served_app(create_app(settings, product=store, registry=FakeRegistry())) as url:
+        yield url
 
 
 def scrape_config(folder: Path, target: str, secrets_dir: str) -> Path:

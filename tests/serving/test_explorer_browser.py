@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 
 from serving.explorer_api import EXPLORER_DIST
 from tests.serving.interval_files import with_interval
-from tests.services import free_port, wait_http
+from tests.services import served_app
 
 CHROMIUM = Path(os.environ.get("ETFUSE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
@@ -56,7 +55,6 @@ def field(shape: tuple[int, int], k: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
 
     from etfuse.settings import load_settings
     from serving.api import create_app
@@ -73,17 +71,8 @@ def server(tmp_path_factory):
                         sources_used={"era5land", "gleam"}, fingerprint=hashlib.sha256(f"b{k}".encode()).hexdigest())
         if k > 0:                     # the 90 % interval from the second day on; the first is an older model's
             with_interval(store, day, values - 0.8, values + 1.2)
-    port = free_port()
-    config = uvicorn.Config(create_app(settings, product=store, registry=FakeRegistry()), host="127.0.0.1", port=port,
-                            log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", timeout=30)
-    yield url
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with served_app(create_app(settings, product=store, registry=FakeRegistry()), join_s=10) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
