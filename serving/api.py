@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from etfuse import __version__
 from etfuse.freshness import product_staleness
 from etfuse.grid import TargetGrid
+from etfuse.interval import BOUND_NAMES
 from etfuse.settings import Settings
 from serving.reports import reports_router
 
@@ -252,7 +253,7 @@ def create_app(settings: Settings, *, product=None, registry=None, predictor=Non
             volume = float(np.nansum(values * area_m2 / 1000.0))
         band = {}
         if product.has_interval(record):
-            for name in ("et_q05", "et_q95"):
+            for name in BOUND_NAMES:
                 bound = product.read_area(box, pd.Timestamp(day), name)
                 band[f"{name}_mean_mm"] = _finite(np.nanmean(bound)) if np.isfinite(bound).any() else None
         return AreaStats(**band, date=day, bbox=(west, south, east, north), cells=int(values.size), valid_cells=int(finite.sum()),

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from etfuse.errors import EtfuseError
-from etfuse.interval import IntervalCalibration, IntervalError, apply_interval
+from etfuse.interval import BOUND_NAMES, IntervalCalibration, IntervalError, apply_interval
 from etfuse.settings import Settings
 from training.serving_parts import SERVING_PARTS
 
@@ -209,7 +209,7 @@ class Predictor:
         try:
             outputs = tuple(o.name for o in temporal.get_outputs())
             interval = None
-            if {"et_q05", "et_q95"} <= set(outputs) and "interval_calibration" in meta:
+            if set(BOUND_NAMES) <= set(outputs) and "interval_calibration" in meta:
                 interval = IntervalCalibration.from_json(meta["interval_calibration"], source=f"{path} metadata")
             loaded = LoadedModel(version, path, spatial, temporal, active, int(meta["window_days"]),
                                  json.loads(meta["features"]), int(meta["receptive_field"]),

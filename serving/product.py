@@ -65,7 +65,7 @@ from serving.distribution import publish_day
 from etfuse.ledgerdb import create_ledger, schema_name
 from serving.product_ledger import (_NAME, _SCHEMA, DayNotFoundError, DayRecord, ProductError, ProductLedger,
                                     ReconcileReport, _day, _sources_text)
-from serving.product_reads import _NC_LOCK, ProductReads
+from serving.product_reads import _NC_LOCK, ProductReads, file_has_interval
 
 log = logging.getLogger(__name__)
 
@@ -280,11 +280,6 @@ class ProductStore(ProductReads, ProductLedger):
                 tmp.unlink()
         return sha
 
-    @staticmethod
-    def _has_bounds(path: Path) -> bool:
-        with _NC_LOCK, netCDF4.Dataset(path, "r") as nc:
-            return all(name in nc.variables for name in BOUND_NAMES)
-
     # ------------------------------------------------------------------ yearly files
     def stale_years(self) -> list[int]:
         """Years whose yearly file is missing or differs from the daily store (days or provenance)."""
@@ -323,7 +318,7 @@ class ProductStore(ProductReads, ProductLedger):
         if not usable:
             return None
 
-        with_bounds = any(self._has_bounds(p) for p in usable)
+        with_bounds = any(file_has_interval(p) for p in usable)
         names = ("et",) + (BOUND_NAMES if with_bounds else ())
 
         def blocks(t0: int, t1: int) -> dict[str, np.ndarray]:
@@ -370,10 +365,9 @@ class ProductStore(ProductReads, ProductLedger):
             return png
         field_mm = self.read_field(day)
         width_mm = None
-        with _NC_LOCK, netCDF4.Dataset(record.path, "r") as nc:
-            if all(name in nc.variables for name in BOUND_NAMES):
-                lo, hi = (np.asarray(nc[name][0].filled(np.nan), dtype=np.float32) for name in BOUND_NAMES)
-                width_mm = hi - lo
+        if self.has_interval(record):
+            lower, upper = (self.read_field(day, name) for name in BOUND_NAMES)
+            width_mm = upper - lower
         sources = ", ".join(sorted(record.sources_used)) or "none"
         valid = np.isfinite(field_mm)
         mean = float(field_mm[valid].mean()) if valid.any() else float("nan")

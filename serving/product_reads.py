@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from etfuse.interval import BOUND_NAMES
 from serving.cf_product import STATUS_NAMES, DayProvenance, read_provenance
 from serving.product_ledger import DayNotFoundError, DayRecord, ProductError, _day
 
@@ -31,7 +32,7 @@ _NC_LOCK = threading.RLock()
 
 #: the per-cell 90 % interval [mm day-1] of days written by models that estimate it (same dims as
 #: ``et``, named in its ``ancillary_variables``); days of older models have no such variables
-INTERVAL_VARIABLES = ("et_q05", "et_q95")
+INTERVAL_VARIABLES = BOUND_NAMES
 #: variables a reader may ask for by name
 FIELD_VARIABLES = ("et",) + INTERVAL_VARIABLES
 
@@ -42,6 +43,12 @@ class VariableNotFoundError(DayNotFoundError):
 
 def _has_interval(nc: netCDF4.Dataset) -> bool:
     return all(name in nc.variables for name in INTERVAL_VARIABLES)
+
+
+def file_has_interval(path: Path) -> bool:
+    """Whether the product file at ``path`` holds ``et_q05`` and ``et_q95``."""
+    with _NC_LOCK, netCDF4.Dataset(path, "r") as nc:
+        return _has_interval(nc)
 
 
 class ProductReads:
@@ -121,8 +128,7 @@ class ProductReads:
         known = self._interval_cache.get(key)
         if known is None:
             try:
-                with _NC_LOCK, netCDF4.Dataset(record.path, "r") as nc:
-                    known = _has_interval(nc)
+                known = file_has_interval(record.path)
             except FileNotFoundError:
                 return False                       # being replaced: the next request knows
             self._interval_cache[key] = known

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 from torch_geometric.nn import GCNConv
 
+from etfuse.interval import BOUND_NAMES
+
 #: the model's outputs per node, in order [kg m-2 = mm per day]
-OUTPUTS = ("et", "et_q05", "et_q95")
+OUTPUTS = ("et",) + BOUND_NAMES
 
 
 class InputEncoder(nn.Module):

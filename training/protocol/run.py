@@ -15,14 +15,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from etfuse.interval import IntervalCalibration, calibrate, coverage_table
 from etfuse.settings import Settings
+from training.calibration import with_interval
 from training.protocol.baselines import baselines
 from training.protocol.folds import (FinalTest, Fold, development_samples, final_test, final_test_keys, make_folds,
                                      station_table)
 from training.protocol.frame import cell_frame
 from training.protocol.scores import difference_table, score_tables
 from training.protocol.variants import fit_and_predict
-from etfuse.interval import IntervalCalibration, apply_interval, calibrate, coverage_table
 from training.samples import SampleSet
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,8 @@ def interval_on_final_test(cv_frame: pd.DataFrame, final_frame: pd.DataFrame, mo
     cv = cv_frame.dropna(subset=["obs", model, f"{model}_q05_raw", f"{model}_q95_raw"])
     calibration = calibrate(cv[model], cv[f"{model}_q05_raw"], cv[f"{model}_q95_raw"], cv["obs"],
                             cv["season"].to_numpy())
-    final = final_frame.dropna(subset=["obs", model])
-    factor = np.array([calibration.factor(d) for d in final["date"]], dtype=np.float32).reshape(-1, 2)
-    lower, upper = apply_interval(final[model].to_numpy(), final[f"{model}_q05_raw"].to_numpy(),
-                                  final[f"{model}_q95_raw"].to_numpy(), factor[:, 0], factor[:, 1])
+    final = with_interval(final_frame.dropna(subset=["obs", model]), calibration, et=model, q05=f"{model}_q05_raw",
+                          q95=f"{model}_q95_raw", prefix=model)
     raw = coverage_table(final, f"{model}_q05_raw", f"{model}_q95_raw").set_index("season")["coverage"]
-    table = coverage_table(final.assign(lower=lower, upper=upper), "lower", "upper")
+    table = coverage_table(final, f"{model}_lower", f"{model}_upper")
     return table.assign(raw_coverage=table["season"].map(raw)), calibration
